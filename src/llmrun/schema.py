@@ -1,0 +1,280 @@
+"""Typed inputs and outputs: ``Type``, ``Context``, prompt rendering and JSON Schema.
+
+A ``Type`` is a pydantic model whose every field carries a description, given
+with ``Context("...")`` as in Lamini's 2023 ``llama`` package::
+
+    class Answer(Type):
+        answer: str = Context("a short factual answer")
+        confidence: float = Context("how sure the answer is, 0 to 1", ge=0, le=1)
+
+Every backend renders prompts with :func:`render_prompt`, so the same input
+always becomes the same prompt, whatever runs it.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import json
+import string
+import types
+import typing
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from llmrun.errors import OutputValidationError, SchemaError
+
+__all__ = [
+    "DEFAULT_TEMPLATE",
+    "Context",
+    "Type",
+    "check_output_type",
+    "check_template",
+    "describe_output",
+    "output_json_schema",
+    "parse_output",
+    "render_input",
+    "render_prompt",
+]
+
+T = TypeVar("T", bound="Type")
+
+#: Constraints ``Context`` passes on to pydantic.
+_CONSTRAINTS = frozenset(
+    {"ge", "gt", "le", "lt", "multiple_of", "min_length", "max_length", "pattern", "default", "examples"}
+)
+
+#: The default prompt template. ``{input}`` is the rendered input (a plain
+#: prompt, or one ``name (description): value`` line per field of a ``Type``);
+#: ``{output}`` describes the requested output type (empty for text calls).
+DEFAULT_TEMPLATE = "{input}{output}"
+
+
+def Context(description: str, **constraints: Any) -> Any:  # noqa: N802 - the 2023 name
+    """Describe a field of a :class:`Type`, with optional pydantic constraints.
+
+    ``constraints`` may be ``ge``, ``gt``, ``le``, ``lt``, ``multiple_of``,
+    ``min_length``, ``max_length``, ``pattern``, ``default`` and ``examples``.
+    """
+    if not isinstance(description, str) or not description.strip():
+        raise SchemaError(
+            "Context() needs a non-empty description string that says what the field holds, "
+            'e.g. Context("a short factual answer")'
+        )
+    unknown = sorted(set(constraints) - _CONSTRAINTS)
+    if unknown:
+        raise SchemaError(
+            f"Context() got unknown constraint(s) {', '.join(unknown)}; "
+            f"supported are: {', '.join(sorted(_CONSTRAINTS))}"
+        )
+    return Field(description=description, **constraints)
+
+
+class Type(BaseModel):
+    """Base class of typed inputs and outputs. Every field needs a ``Context``.
+
+    Field types: ``str``, ``int``, ``float``, ``bool``, ``Literal``, ``Enum``,
+    ``Optional`` of those, ``list`` of those, and nested ``Type`` subclasses.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        for name, info in cls.model_fields.items():
+            if not info.description:
+                raise SchemaError(
+                    f"{cls.__name__}.{name} has no description; every field of a Type needs one: "
+                    f'declare it as `{name}: {_type_name(info.annotation)} = Context("what {name} holds")`'
+                )
+            problem = _unsupported(info.annotation)
+            if problem:
+                raise SchemaError(
+                    f"{cls.__name__}.{name} has the unsupported type {_type_name(info.annotation)} "
+                    f"({problem}); use str, int, float, bool, Literal, Enum, Optional, list of those, "
+                    "or a nested Type"
+                )
+
+
+def _unsupported(annotation: Any, in_list: bool = False) -> str | None:
+    """Why ``annotation`` cannot be a Type field, or None when it can."""
+    if annotation in (str, int, float, bool):
+        return None
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        bad = [m.name for m in annotation if not isinstance(m.value, str | int)]
+        return f"enum members {bad} are not str or int" if bad else None
+    if isinstance(annotation, type) and issubclass(annotation, Type):
+        return None
+    origin = get_origin(annotation)
+    args = get_args(annotation)
+    if origin is Literal:
+        bad = [a for a in args if not isinstance(a, str | int | bool)]
+        return f"Literal values {bad} are not str, int or bool" if bad else None
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        if len(rest) != 1 or len(args) != 2:
+            return "only Optional[X] (X | None) unions are supported"
+        return _unsupported(rest[0], in_list)
+    if origin is list:
+        if in_list:
+            return "lists of lists are not supported"
+        if len(args) != 1:
+            return "a list needs an item type, e.g. list[str]"
+        return _unsupported(args[0], in_list=True)
+    return "not a supported field type"
+
+
+def _type_name(annotation: Any) -> str:
+    if isinstance(annotation, type) and not get_args(annotation):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
+
+
+def check_output_type(output_type: object) -> type[Type]:
+    """Return ``output_type`` if it is a :class:`Type` subclass, else raise :class:`SchemaError`."""
+    if isinstance(output_type, type) and issubclass(output_type, Type) and output_type is not Type:
+        return output_type
+    if isinstance(output_type, Type):
+        hint = f"pass the class {type(output_type).__name__}, not an instance of it"
+    elif isinstance(output_type, type) and issubclass(output_type, BaseModel):
+        hint = f"make {output_type.__name__} subclass llmrun.Type instead of pydantic.BaseModel"
+    else:
+        hint = "define `class Answer(Type): answer: str = Context('...')` and pass output_type=Answer"
+    raise SchemaError(f"output_type must be a subclass of llmrun.Type, got {output_type!r}; {hint}")
+
+
+def check_template(template: str | None) -> str:
+    """Validate a prompt template: it must contain ``{input}`` and may contain ``{output}``."""
+    if template is None:
+        return DEFAULT_TEMPLATE
+    if not isinstance(template, str):
+        raise SchemaError(
+            f"template must be a str with an {{input}} placeholder, got {type(template).__name__}"
+        )
+    try:
+        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+    except ValueError as exc:
+        raise SchemaError(f"template {template!r} is not a valid format string: {exc}") from None
+    unknown = names - {"input", "output"}
+    if "input" not in names or unknown:
+        raise SchemaError(
+            f"template {template!r} must contain the placeholder {{input}} and may contain {{output}}; "
+            f"found {sorted(names) or 'none'} (write literal braces as {{{{ and }}}})"
+        )
+    return template
+
+
+def render_input(value: str | Type) -> str:
+    """Render a prompt or a :class:`Type` instance as the input part of a prompt."""
+    if isinstance(value, str):
+        return value
+    lines = []
+    for name, info in type(value).model_fields.items():
+        lines.append(f"{name} ({info.description}): {_render_value(getattr(value, name))}")
+    return "\n".join(lines)
+
+
+def _render_value(value: Any) -> str:
+    if isinstance(value, BaseModel):
+        return value.model_dump_json()
+    if isinstance(value, enum.Enum):
+        return str(value.value)
+    if isinstance(value, list):
+        return json.dumps([json.loads(v.model_dump_json()) if isinstance(v, BaseModel) else v for v in value])
+    return str(value)
+
+
+@functools.cache
+def describe_output(output_type: type[Type]) -> str:
+    """The part of a prompt that asks for ``output_type``: one line per field."""
+    lines = [f"Respond with a JSON object ({output_type.__name__}) with these fields:"]
+    lines += _describe_fields(output_type, indent="")
+    return "\n".join(lines) + "\n"
+
+
+def _describe_fields(cls: type[Type], indent: str) -> list[str]:
+    lines = []
+    for name, info in cls.model_fields.items():
+        kind, nested = _describe_annotation(info.annotation)
+        bounds = [label for m in info.metadata if (label := _bound_label(m))]
+        extra = f", {', '.join(bounds)}" if bounds else ""
+        lines.append(f"{indent}- {name} ({kind}{extra}): {info.description}")
+        if nested is not None:
+            lines += _describe_fields(nested, indent + "  ")
+    return lines
+
+
+_BOUND_LABELS = {
+    "ge": ">= {}",
+    "gt": "> {}",
+    "le": "<= {}",
+    "lt": "< {}",
+    "multiple_of": "a multiple of {}",
+    "min_length": "at least {} long",
+    "max_length": "at most {} long",
+    "pattern": "matching {}",
+}
+
+
+def _bound_label(metadata: Any) -> str:
+    for attr, label in _BOUND_LABELS.items():
+        if getattr(metadata, attr, None) is not None:
+            return label.format(getattr(metadata, attr))
+    return ""
+
+
+def _describe_annotation(annotation: Any) -> tuple[str, type[Type] | None]:
+    names = {str: "string", int: "integer", float: "number", bool: "true or false"}
+    if annotation in names:
+        return names[annotation], None
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return "one of " + ", ".join(json.dumps(m.value) for m in annotation), None
+    if isinstance(annotation, type) and issubclass(annotation, Type):
+        return f"object {annotation.__name__}", annotation
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Literal:
+        return "one of " + ", ".join(json.dumps(a) for a in args), None
+    if origin is list:
+        kind, nested = _describe_annotation(args[0])
+        return f"list of {kind}", nested
+    rest = [a for a in args if a is not type(None)]
+    kind, nested = _describe_annotation(rest[0])
+    return f"{kind} or null", nested
+
+
+def render_prompt(
+    value: str | Type, output_type: type[Type] | None = None, template: str | None = None
+) -> str:
+    """Render the full prompt for ``value``, asking for ``output_type`` when given.
+
+    The same arguments always give the same prompt. ``template`` defaults to
+    :data:`DEFAULT_TEMPLATE`.
+    """
+    output = "\n\n" + describe_output(output_type) if output_type is not None else ""
+    return check_template(template).format(input=render_input(value), output=output)
+
+
+@functools.cache
+def output_json_schema(output_type: type[Type]) -> dict[str, Any]:
+    """The JSON Schema of ``output_type`` (cached; do not mutate the result)."""
+    return output_type.model_json_schema()
+
+
+def parse_output(text: str, output_type: type[T]) -> T:
+    """Validate a backend's JSON text into ``output_type``.
+
+    Raises :class:`~llmrun.errors.OutputValidationError` carrying the raw text.
+    """
+    try:
+        return output_type.model_validate_json(text)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()[:5]
+        )
+        raise OutputValidationError(
+            f"the model's output is not a valid {output_type.__name__} ({problems}); "
+            f"raw output: {text[:200]!r}",
+            raw_text=text,
+        ) from None
