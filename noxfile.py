@@ -1,0 +1,85 @@
+"""Developer sessions: tests, lint, typecheck, docs, bench, demo.
+
+``nox -s tests`` is what CI runs. torch is pinned to the CPU build that the
+test machines carry; an unpinned torch would pull a multi-GB CUDA build.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
+nox.options.reuse_existing_virtualenvs = True
+
+TORCH = "torch==2.13.0"
+ROOT = Path(__file__).parent
+PYTHIA_TOKENIZER = ROOT.parent / "shared" / "assets" / "tokenizers" / "pythia" / "tokenizer.json"
+
+
+def install_dev(session: nox.Session) -> None:
+    session.install(TORCH)
+    session.install("-e", ".[dev]")
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    """The test suite (offline; builds its own tiny models)."""
+    install_dev(session)
+    session.run("pytest", *session.posargs, env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff lint and format check."""
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python="3.11")
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict on src/."""
+    install_dev(session)
+    session.run("mypy")
+
+
+@nox.session(python="3.11")
+def docs(session: nox.Session) -> None:
+    """Build the documentation site strictly (warnings are errors)."""
+    install_dev(session)
+    session.run("mkdocs", "build", "--strict", "--site-dir", str(ROOT / "site"))
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Speed benchmarks against plain transformers; writes JSON and a plot to benchmarks/results/."""
+    install_dev(session)
+    session.run("python", "benchmarks/run_all.py", *session.posargs)
+
+
+@nox.session(python="3.11")
+def demo(session: nox.Session) -> None:
+    """The seed's quickstart: pythia-70m answers the mountain question on the CPU.
+
+    Where the hub is unreachable, the pythia-70m architecture with random weights
+    and the real tokenizer (from ../shared/assets) is laid out as a cached model
+    first, so the real loading code runs offline.
+    """
+    session.install(TORCH)
+    session.install("-e", ".[local]")
+    env: dict[str, str] = {}
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or PYTHIA_TOKENIZER.is_file():
+        cache = ROOT / ".cache" / "hub"
+        session.run(
+            "python", "-m", "llmrun.testing.checkpoints", "install-demo-pythia",
+            "--tokenizer", str(PYTHIA_TOKENIZER), "--cache-dir", str(cache),
+        )  # fmt: skip
+        env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    session.run(
+        "llmrun", "run", "EleutherAI/pythia-70m",
+        "Question: What is the highest mountain in the world? Answer:",
+        "--max-new-tokens", "20", env=env,
+    )  # fmt: skip

@@ -1,0 +1,197 @@
+"""Loading a causal LM and its tokenizer: device, dtype, folder or hub cache, safe defaults.
+
+Safe by default: weights load from safetensors only (``allow_pickle=True``
+permits ``.bin`` checkpoints) and ``trust_remote_code`` is off unless asked.
+Offline (``HF_HUB_OFFLINE=1``) a hub id loads from the local cache or fails
+with a message saying how to get it there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from llmrun.errors import ConfigurationError, DeviceError, ModelLoadError, ModelNotFoundError
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+}
+_WEIGHT_FILES_SAFE = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
+_WEIGHT_FILES_PICKLE = ("pytorch_model.bin", "pytorch_model.bin.index.json", "adapter_model.bin")
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """How to load a model; see :class:`~llmrun.backends.local.LocalRunner` for meanings."""
+
+    device: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
+    revision: str | None = None
+    cache_dir: str | None = None
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` is CUDA when present, else CPU; an explicit device must exist."""
+    if not isinstance(device, str) or not device:
+        raise ConfigurationError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ConfigurationError(
+            f"device {device!r} is not a device name; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
+        ) from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                f"device {device!r} was asked for but CUDA is not available on this machine "
+                "(no GPU, or a CPU-only torch build); use device='cpu' or device='auto'"
+            )
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"device {device!r} does not exist: this machine has "
+                f"{torch.cuda.device_count()} CUDA device(s)"
+            )
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise DeviceError(f"device {device!r} was asked for but MPS is not available; use 'cpu'")
+    return resolved
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """``auto`` is float32 on CPU and bfloat16 (else float16) on CUDA."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if not isinstance(dtype, str) or dtype not in _DTYPES:
+        raise ConfigurationError(
+            f"dtype {dtype!r} is not supported; use 'auto', 'float32', 'bfloat16' or 'float16'"
+        )
+    return _DTYPES[dtype]
+
+
+def locate_model(name: str, settings: LoadSettings) -> Path | str:
+    """A local folder as a ``Path`` (checked), or the hub id when it is not a folder.
+
+    Offline, the hub id must already be in the cache.
+    """
+    path = Path(name).expanduser()
+    if path.is_dir():
+        _check_folder(path, settings.allow_pickle)
+        return path
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise ModelNotFoundError(
+            f"model {name!r} is not a folder with a checkpoint, nor a hub id like 'EleutherAI/pythia-70m'"
+        )
+    if is_offline() and not _in_cache(name, settings):
+        raise ModelNotFoundError(
+            f"model {name!r} is not in the Hugging Face cache ({cache_dir(settings)}) and HF_HUB_OFFLINE=1 "
+            f"forbids downloading it; download it once online (`hf download {name}`), point HF_HUB_CACHE "
+            "at a cache that has it, or pass the path of a local checkpoint folder"
+        )
+    return name
+
+
+def is_offline() -> bool:
+    """Whether the hub may not be contacted (read at call time, not import time)."""
+    flag = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return flag.strip().lower() in ("1", "true", "yes", "on")
+
+
+def cache_dir(settings: LoadSettings) -> Path:
+    """The hub cache in force: the option, ``HF_HUB_CACHE``, or ``$HF_HOME/hub``."""
+    if settings.cache_dir:
+        return Path(settings.cache_dir).expanduser()
+    if os.environ.get("HF_HUB_CACHE"):
+        return Path(os.environ["HF_HUB_CACHE"]).expanduser()
+    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
+    return Path(home).expanduser() / "hub"
+
+
+def _in_cache(repo_id: str, settings: LoadSettings) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(
+        repo_id, "config.json", cache_dir=cache_dir(settings), revision=settings.revision
+    )
+    return isinstance(found, str)
+
+
+def _check_folder(path: Path, allow_pickle: bool) -> None:
+    if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+        raise ModelLoadError(
+            f"folder {path} has no config.json; point to a folder saved with save_pretrained() "
+            "(config.json plus model.safetensors)"
+        )
+    safe = [f for f in _WEIGHT_FILES_SAFE if (path / f).is_file()]
+    pickled = [f for f in _WEIGHT_FILES_PICKLE if (path / f).is_file()]
+    if safe:
+        return
+    if pickled and not allow_pickle:
+        raise ModelLoadError(
+            f"folder {path} has only pickle weights ({', '.join(pickled)}), which can run arbitrary code "
+            "when loaded; convert them to safetensors, or pass allow_pickle=True if you trust the source"
+        )
+    if not pickled:
+        raise ModelLoadError(
+            f"folder {path} has no model weights (expected model.safetensors); "
+            "save the model with save_pretrained() into it"
+        )
+
+
+def load_model_and_tokenizer(name: str, settings: LoadSettings) -> tuple[Any, Any, torch.device]:
+    """Load the model (eval mode, on its device and dtype) and a left-padding tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device = resolve_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, device)
+    location = locate_model(name, settings)
+    common: dict[str, Any] = {
+        "trust_remote_code": settings.trust_remote_code,
+        "revision": settings.revision,
+        "cache_dir": str(cache_dir(settings)),
+        "local_files_only": is_offline(),
+    }
+    adapter = isinstance(location, Path) and (location / "adapter_config.json").is_file()
+    base = _adapter_base(location) if adapter else location
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(location if adapter else base), **common)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(base), dtype=dtype, use_safetensors=None if settings.allow_pickle else True, **common
+        )
+        if adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(location)).merge_and_unload()
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"could not load model {name!r}: {exc}") from exc
+    model.to(device)
+    model.eval()
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer, device
+
+
+def _adapter_base(folder: Path) -> str:
+    config = json.loads((folder / "adapter_config.json").read_text())
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise ModelLoadError(f"LoRA adapter {folder} does not name its base model (base_model_name_or_path)")
+    return str(base)

@@ -1,0 +1,217 @@
+"""``LocalRunner``: a Hugging Face causal LM on this machine's CPU or GPU."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar
+
+import torch
+
+from llmrun.backends.local import decode
+from llmrun.backends.local.loading import LoadSettings, load_model_and_tokenizer
+from llmrun.errors import ConfigurationError, IncompleteOutputError, PromptTooLongError
+from llmrun.generation import GenerationConfig
+from llmrun.runner import CompletionRequest, ModelRunner
+from llmrun.schema import Type
+
+
+class LocalRunner(ModelRunner):
+    """Run a transformers causal LM locally.
+
+    Options: ``device`` (``auto``: CUDA if present, else CPU), ``dtype``
+    (``auto``: float32 on CPU, bfloat16/float16 on CUDA), ``trust_remote_code``,
+    ``allow_pickle`` (load ``.bin`` weights), ``revision``, ``cache_dir``,
+    ``max_batch_size`` (prompts per forward pass) and ``truncate_prompt``
+    (drop the start of prompts that do not fit the context instead of failing).
+    """
+
+    backend_name: ClassVar[str] = "local"
+
+    def __init__(
+        self,
+        model_name: str,
+        *,
+        generation: GenerationConfig | None = None,
+        template: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        trust_remote_code: bool = False,
+        allow_pickle: bool = False,
+        revision: str | None = None,
+        cache_dir: str | None = None,
+        max_batch_size: int = 32,
+        truncate_prompt: bool = False,
+    ) -> None:
+        super().__init__(model_name, generation=generation, template=template)
+        if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
+            raise ConfigurationError(f"max_batch_size={max_batch_size!r} is invalid: use a positive integer")
+        self.max_batch_size = max_batch_size
+        self.truncate_prompt = bool(truncate_prompt)
+        self.settings = LoadSettings(device, dtype, trust_remote_code, allow_pickle, revision, cache_dir)
+        self.model, self.tokenizer, self.device = load_model_and_tokenizer(model_name, self.settings)
+        self._decoder = decode.prepare_model_for_decoding(self.model)
+        self._lock = threading.Lock()
+
+    @property
+    def context_length(self) -> int:
+        """The most tokens (prompt plus new) the model can attend to."""
+        config = self.model.config
+        return int(getattr(config, "max_position_embeddings", None) or self.tokenizer.model_max_length)
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        """Token ids that end a generation."""
+        ids = self.model.generation_config.eos_token_id if self.model.generation_config else None
+        found = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            found.add(self.tokenizer.eos_token_id)
+        return found
+
+    # ------------------------------------------------------------------ contract
+    def complete(self, request: CompletionRequest) -> list[str]:
+        budget = request.max_new_tokens
+        encoded = [self._encode(p, budget) for p in request.prompts]
+        texts: list[str] = []
+        for start in range(0, len(encoded), self.max_batch_size):
+            chunk = encoded[start : start + self.max_batch_size]
+            texts += self._generate_batch(chunk, request.config, budget, request.output_type)
+        return texts
+
+    def stream_completion(
+        self, prompt: str, config: GenerationConfig, output_type: type[Type] | None = None
+    ) -> Iterator[str]:
+        budget = config.budget(typed=output_type is not None)
+        ids = self._encode(prompt, budget)
+        steps: queue.Queue[int | BaseException | None] = queue.Queue()
+
+        def on_step(tokens: torch.Tensor) -> None:
+            steps.put(int(tokens[0]))
+
+        def work() -> None:
+            try:
+                self._generate_batch([ids], config, budget, output_type, on_step=on_step)
+                steps.put(None)
+            except BaseException as exc:  # handed to the consuming thread
+                steps.put(exc)
+
+        threading.Thread(target=work, daemon=True).start()
+        return _stream_text(steps, self._decode_tokens, config.stop, self.eos_token_ids)
+
+    # ------------------------------------------------------------------ helpers
+    def _encode(self, prompt: str, budget: int) -> list[int]:
+        ids: list[int] = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        room = self.context_length - budget
+        if len(ids) <= room:
+            return ids
+        if self.truncate_prompt and room > 0:
+            return ids[len(ids) - room :]
+        raise PromptTooLongError(
+            f"the prompt has {len(ids)} tokens, and with max_new_tokens={budget} that exceeds the model's "
+            f"context of {self.context_length} tokens; shorten the prompt, lower max_new_tokens, "
+            "or pass truncate_prompt=True to drop the start of long prompts"
+        )
+
+    def _generate_batch(
+        self,
+        batch: list[list[int]],
+        config: GenerationConfig,
+        budget: int,
+        output_type: type[Type] | None,
+        on_step: Callable[[torch.Tensor], None] | None = None,
+    ) -> list[str]:
+        input_ids, attention_mask = self._left_pad(batch)
+        constraint = self._constraint(output_type, len(batch), budget) if output_type is not None else None
+        should_stop = self._stop_checker(config.stop) if config.stop else None
+        with self._lock:
+            new_tokens = decode.generate_tokens(
+                self._decoder,
+                input_ids,
+                attention_mask,
+                max_new_tokens=budget,
+                config=config,
+                eos_token_ids=self.eos_token_ids,
+                constraint=constraint,
+                should_stop=should_stop,
+                on_step=on_step,
+            )
+        texts = [_cut_at_stop(self._decode_tokens(tokens), config.stop) for tokens in new_tokens]
+        if constraint is not None:
+            for row, done in enumerate(constraint.finished()):
+                if not done:
+                    raise IncompleteOutputError(
+                        f"the token budget (max_new_tokens={budget}) ran out before the "
+                        f"{output_type.__name__ if output_type else ''} JSON was complete; "
+                        "raise max_new_tokens",
+                        partial_text=texts[row],
+                    )
+        return texts
+
+    def _left_pad(self, batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(ids) for ids in batch)
+        pad = int(self.tokenizer.pad_token_id)
+        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)  # [B, S]
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)  # [B, S]
+        for row, ids in enumerate(batch):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids) :] = 1
+        return input_ids.to(self.device), attention_mask.to(self.device)
+
+    def _constraint(self, output_type: type[Type], batch_size: int, budget: int) -> Any:
+        from llmrun.backends.local import grammar
+        from llmrun.schema import output_json_schema
+
+        vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
+        return grammar.json_constraint(
+            self.tokenizer, output_json_schema(output_type), batch_size, vocab_size, max_new_tokens=budget
+        )
+
+    def _stop_checker(self, stop: tuple[str, ...]) -> Callable[[int, list[int]], bool]:
+        window = max(len(s) for s in stop) + 4
+
+        def should_stop(row: int, tokens: list[int]) -> bool:
+            tail = self._decode_tokens(tokens[-window:])
+            return any(s in tail for s in stop)
+
+        return should_stop
+
+    def _decode_tokens(self, tokens: list[int]) -> str:
+        text: str = self.tokenizer.decode(tokens, skip_special_tokens=True)
+        return text
+
+
+def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
+    cut = min((i for s in stop if (i := text.find(s)) >= 0), default=len(text))
+    return text[:cut]
+
+
+def _stream_text(
+    steps: queue.Queue[int | BaseException | None],
+    decode_tokens: Callable[[list[int]], str],
+    stop: tuple[str, ...],
+    eos_ids: set[int],
+) -> Iterator[str]:
+    """Turn a queue of tokens into text deltas; held-back text never crosses a stop sequence."""
+    tokens: list[int] = []
+    sent = 0
+    hold = max((len(s) for s in stop), default=1) - 1
+    while True:
+        item = steps.get()
+        if isinstance(item, BaseException):
+            raise item
+        if item is None:
+            break
+        if item in eos_ids:
+            continue
+        tokens.append(item)
+        text = _cut_at_stop(decode_tokens(tokens), stop)
+        safe = len(text) - hold
+        if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for its next token
+            continue
+        if safe > sent:
+            yield text[sent:safe]
+            sent = safe
+    text = _cut_at_stop(decode_tokens(tokens), stop)
+    if len(text) > sent:
+        yield text[sent:]

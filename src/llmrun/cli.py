@@ -1,0 +1,135 @@
+"""The ``llmrun`` command line.
+
+llmrun run EleutherAI/pythia-70m "Question: What is the highest mountain in the world? Answer:"
+echo "Once upon a time" | llmrun run EleutherAI/pythia-70m --max-new-tokens 20
+llmrun run EleutherAI/pythia-70m --file prompts.txt --json
+llmrun backends
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from llmrun.__about__ import __version__
+from llmrun.errors import InvalidInputError, LLMRunError
+
+_EPILOG = """examples:
+  llmrun run EleutherAI/pythia-70m "Question: What is the highest mountain in the world? Answer:"
+  llmrun run ./my-checkpoint "Hello" --device cpu --max-new-tokens 20
+  echo "Once upon a time" | llmrun run EleutherAI/pythia-70m
+  llmrun run EleutherAI/pythia-70m --file prompts.txt --json      (one prompt per line)
+  llmrun run meta-llama/Llama-2-7b-hf "Hi" --backend lamini          (key: LAMINI_API_KEY)
+
+settings also come from LLMRUN_* environment variables and llmrun.toml; see the docs."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``llmrun`` command."""
+    parser = argparse.ArgumentParser(
+        prog="llmrun",
+        description="Run large language models locally (CPU/GPU) or on Lamini, behind one interface.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"llmrun {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run",
+        help="generate text for one or more prompts",
+        description="Generate a completion for each prompt and print it.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("model", help="hub id (e.g. EleutherAI/pythia-70m) or a local checkpoint folder")
+    run.add_argument("prompts", nargs="*", help="prompts; none (or '-') reads one prompt from stdin")
+    run.add_argument("--file", type=Path, help="read prompts from this file, one per line")
+    run.add_argument("--backend", help="local (default), lamini, fake, or an installed plugin")
+    run.add_argument("--device", help="local backend: auto (default), cpu, cuda, cuda:N")
+    run.add_argument("--dtype", help="local backend: auto (default), float32, bfloat16, float16")
+    run.add_argument("--max-new-tokens", type=int, help="most tokens to generate per prompt (default 128)")
+    run.add_argument("--temperature", type=float, help="0 (default) is greedy and deterministic")
+    run.add_argument("--top-p", type=float, help="nucleus sampling, in (0, 1]")
+    run.add_argument("--top-k", type=int, help="sample from the k most likely tokens")
+    run.add_argument("--seed", type=int, help="random seed for sampling")
+    run.add_argument("--stop", action="append", help="stop sequence (repeatable)")
+    run.add_argument("--json", action="store_true", help="print one JSON object per prompt")
+
+    commands.add_parser("backends", help="list the available backends")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``llmrun`` command; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        if args.command == "backends":
+            from llmrun.registry import available_backends
+
+            print("\n".join(available_backends()))
+            return 0
+        return _run(args)
+    except LLMRunError as exc:
+        print(f"llmrun: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("llmrun: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    from llmrun.registry import load
+
+    prompts = _read_prompts(args.prompts, args.file)
+    options: dict[str, Any] = {k: v for k, v in (("device", args.device), ("dtype", args.dtype)) if v}
+    runner = load(args.model, args.backend, **options)
+    overrides = {
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "top_k": args.top_k,
+        "seed": args.seed,
+        "stop": tuple(args.stop) if args.stop else None,
+    }
+    outputs = runner.generate(prompts, **overrides)
+    for prompt, output in zip(prompts, outputs, strict=True):
+        if args.json:
+            print(json.dumps({"prompt": prompt, "output": output}, ensure_ascii=False))
+        else:
+            print(output)
+    return 0
+
+
+def _read_prompts(given: list[str], file: Path | None) -> list[str]:
+    if file is not None:
+        if given:
+            raise InvalidInputError("give prompts either as arguments or with --file, not both")
+        try:
+            lines = file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInputError(f"cannot read prompts from {file}: {exc}") from None
+        prompts = [line for line in lines if line.strip()]
+        if not prompts:
+            raise InvalidInputError(f"{file} holds no prompts; write one prompt per line")
+        return prompts
+    if not given or given == ["-"]:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise InvalidInputError("no prompt given: pass it as an argument, with --file, or on stdin")
+        text = sys.stdin.read().strip()
+        if not text:
+            raise InvalidInputError("stdin was empty; pass a prompt as an argument or pipe one in")
+        return [text]
+    return list(given)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""One ``runner`` fixture, parametrized over every backend the conformance suite checks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import llmrun
+from llmrun.runner import ModelRunner
+
+BACKENDS = ["fake", "local-gpt_neox", "local-llama", "lamini"]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def runner(request: pytest.FixtureRequest) -> Iterator[ModelRunner]:
+    kind: str = request.param
+    if kind == "fake":
+        yield llmrun.load("fake-model", backend="fake")
+    elif kind.startswith("local-"):
+        dirs: dict[str, Path] = request.getfixturevalue("tiny_checkpoint_dirs")
+        yield llmrun.load(str(dirs[kind.removeprefix("local-")]), backend="local", device="cpu")
+    else:
+        server = request.getfixturevalue("fake_lamini_server")
+        yield llmrun.load(
+            "meta-llama/Llama-2-7b-hf", backend="lamini", api_key="test-key", api_url=server.url
+        )

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import enum
+from typing import Literal
+
+import pytest
+
+from llmrun import Context, Type
+from llmrun.errors import OutputValidationError, SchemaError
+from llmrun.schema import check_output_type, check_template, parse_output, render_prompt
+
+
+class Color(enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Inner(Type):
+    name: str = Context("a name")
+
+
+class Question(Type):
+    question: str = Context("a question about the world")
+
+
+class Answer(Type):
+    answer: str = Context("a short factual answer")
+    confidence: float = Context("how sure the answer is, 0 to 1", ge=0, le=1)
+
+
+class Rich(Type):
+    kind: Literal["a", "b"] = Context("a kind")
+    color: Color = Context("a color")
+    maybe: int | None = Context("an optional number")
+    tags: list[str] = Context("some tags")
+    inner: Inner = Context("a nested value")
+    inners: list[Inner] = Context("nested values")
+
+
+def test_missing_description_names_class_field_and_fix() -> None:
+    with pytest.raises(SchemaError, match=r"NoDesc\.answer has no description.*Context\("):
+
+        class NoDesc(Type):
+            answer: str
+
+
+@pytest.mark.parametrize("annotation", [dict, set, list[list[int]], bytes, int | str])
+def test_unsupported_field_types_are_rejected(annotation: object) -> None:
+    with pytest.raises(SchemaError, match=r"Bad\.x has the unsupported type"):
+        type("Bad", (Type,), {"__annotations__": {"x": annotation}, "x": Context("x")})
+
+
+def test_context_rejects_empty_description_and_unknown_constraints() -> None:
+    with pytest.raises(SchemaError, match="non-empty description"):
+        Context("")
+    with pytest.raises(SchemaError, match="unknown constraint"):
+        Context("x", minimum=3)
+
+
+def test_constraints_are_enforced() -> None:
+    Answer(answer="x", confidence=0.5)
+    with pytest.raises(ValueError, match="less than or equal"):
+        Answer(answer="x", confidence=2)
+
+
+def test_render_is_deterministic_and_names_fields() -> None:
+    q = Question(question="What is the highest mountain in the world?")
+    first = render_prompt(q, Answer)
+    assert first == render_prompt(Question(question=q.question), Answer)
+    assert "question (a question about the world): What is the highest mountain in the world?" in first
+    assert "- answer (string): a short factual answer" in first
+    assert "- confidence (number, >= 0, <= 1)" in first
+
+
+def test_render_nested_and_literal_descriptions() -> None:
+    text = render_prompt("hi", Rich)
+    assert '- kind (one of "a", "b")' in text
+    assert '- color (one of "red", "blue")' in text
+    assert "- maybe (integer or null)" in text
+    assert "  - name (string): a name" in text
+
+
+def test_plain_prompt_without_output_type_is_unchanged() -> None:
+    assert render_prompt("Hello there") == "Hello there"
+
+
+def test_custom_template() -> None:
+    text = render_prompt(Question(question="Why?"), Answer, template="### Input\n{input}\n### Output{output}")
+    assert text.startswith("### Input\nquestion (a question about the world): Why?\n### Output\n\n")
+
+
+@pytest.mark.parametrize("template", ["no placeholder", "{input} {other}", "{input", 3])
+def test_bad_templates(template: object) -> None:
+    with pytest.raises(SchemaError, match="template"):
+        check_template(template)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("bad", [dict, Answer(answer="x", confidence=0.1), str, None, Type])
+def test_non_type_output_type(bad: object) -> None:
+    with pytest.raises(SchemaError, match=r"output_type must be a subclass of llmrun\.Type"):
+        check_output_type(bad)
+
+
+def test_parse_output_valid_and_invalid() -> None:
+    assert parse_output('{"answer": "Everest", "confidence": 0.9}', Answer) == Answer(
+        answer="Everest", confidence=0.9
+    )
+    with pytest.raises(OutputValidationError, match="confidence") as info:
+        parse_output('{"answer": "Everest", "confidence": 7}', Answer)
+    assert info.value.raw_text == '{"answer": "Everest", "confidence": 7}'
