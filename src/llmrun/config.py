@@ -32,6 +32,8 @@ DEFAULT_BACKEND = "local"
 DEFAULT_MODEL = "EleutherAI/pythia-70m"
 #: Options every runner takes, handled by ``ModelRunner`` itself.
 _RUNNER_OPTIONS = ("generation", "template")
+#: Options never read from ``LLMRUN_<OPTION>``: ``LLMRUN_CONFIG`` names the config file.
+_NOT_FROM_ENV = frozenset({"config"})
 
 
 def config_file() -> Path | None:
@@ -106,7 +108,7 @@ def resolve_options(
     for name, default in accepted.items():
         if name in explicit:
             merged[name] = explicit[name]
-        elif (env := os.environ.get(ENV_PREFIX + name.upper())) is not None:
+        elif name not in _NOT_FROM_ENV and (env := os.environ.get(ENV_PREFIX + name.upper())) is not None:
             merged[name] = _coerce(name, env, default)
         elif name in section:
             merged[name] = section[name]

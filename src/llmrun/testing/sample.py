@@ -70,7 +70,7 @@ class _Sampler:
         low = node.get("minimum", node.get("exclusiveMinimum", 0 if "maximum" not in node else None))
         high = node.get("maximum", node.get("exclusiveMaximum"))
         if low is None:
-            low = float(high) - 10
+            low = float(high if high is not None else 10) - 10
         if high is None:
             high = low + 10
         if integer:

@@ -1,6 +1,12 @@
-"""The local backend: Hugging Face transformers + torch on this machine's CPU or GPU."""
+"""The local backend: Hugging Face transformers + torch on this machine's CPU or GPU.
+
+``LocalRunner`` is imported on first use, so importing one of this package's
+modules (say, the grammar) does not load the whole backend.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from llmrun.errors import DependencyError
 
@@ -13,6 +19,15 @@ except ImportError as exc:  # pragma: no cover - depends on the install
         'install them with: pip install "llmrun[local]"'
     ) from exc
 
-from llmrun.backends.local.runner import LocalRunner
+if TYPE_CHECKING:
+    from llmrun.backends.local.runner import LocalRunner
 
 __all__ = ["LocalRunner"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LocalRunner":
+        from llmrun.backends.local.runner import LocalRunner
+
+        return LocalRunner
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -53,6 +53,7 @@ class LocalRunner(ModelRunner):
         self.model, self.tokenizer, self.device = load_model_and_tokenizer(model_name, self.settings)
         self._decoder = decode.prepare_model_for_decoding(self.model)
         self._lock = threading.Lock()
+        self._unstable_ids = _unstable_token_ids(self.tokenizer)
 
     @property
     def context_length(self) -> int:
@@ -97,7 +98,7 @@ class LocalRunner(ModelRunner):
                 steps.put(exc)
 
         threading.Thread(target=work, daemon=True).start()
-        return _stream_text(steps, self._decode_tokens, config.stop, self.eos_token_ids)
+        return _stream_text(steps, self._decode_tokens, config.stop, self.eos_token_ids, self._unstable_ids)
 
     # ------------------------------------------------------------------ helpers
     def _encode(self, prompt: str, budget: int) -> list[int]:
@@ -122,7 +123,11 @@ class LocalRunner(ModelRunner):
         on_step: Callable[[torch.Tensor], None] | None = None,
     ) -> list[str]:
         input_ids, attention_mask = self._left_pad(batch)
-        constraint = self._constraint(output_type, len(batch), budget) if output_type is not None else None
+        constraint = (
+            self._constraint(output_type, len(batch), budget)
+            if output_type is not None
+            else RealTokensOnly(len(self.tokenizer), len(batch))
+        )
         should_stop = self._stop_checker(config.stop) if config.stop else None
         with self._lock:
             new_tokens = decode.generate_tokens(
@@ -137,7 +142,7 @@ class LocalRunner(ModelRunner):
                 on_step=on_step,
             )
         texts = [_cut_at_stop(self._decode_tokens(tokens), config.stop) for tokens in new_tokens]
-        if constraint is not None:
+        if output_type is not None:
             for row, done in enumerate(constraint.finished()):
                 if not done:
                     raise IncompleteOutputError(
@@ -181,6 +186,31 @@ class LocalRunner(ModelRunner):
         return text
 
 
+class RealTokensOnly:
+    """Masks the logits of ids past the tokenizer's vocabulary (embedding padding, e.g. pythia's
+    50,277 tokens in a 50,304-wide head), which decode to nothing; a trained model never picks them."""
+
+    def __init__(self, vocab_size: int, batch_size: int) -> None:
+        self.vocab_size = vocab_size
+        self.batch_size = batch_size
+
+    def mask_logits(self, logits: torch.Tensor) -> None:
+        logits[:, self.vocab_size :] = float("-inf")  # [B, V]
+
+    def advance(self, tokens: torch.Tensor) -> None:
+        pass
+
+    def finished(self) -> list[bool]:
+        return [False] * self.batch_size
+
+
+def _unstable_token_ids(tokenizer: Any) -> frozenset[int]:
+    """Ids whose text can still change with the next token: byte-fallback pieces (``<0xE4>``),
+    decoded as a group, and special tokens, which are skipped inside such a group."""
+    ids = {i for tok, i in tokenizer.get_vocab().items() if len(tok) == 6 and tok.startswith("<0x")}
+    return frozenset(ids | set(tokenizer.all_special_ids))
+
+
 def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
     cut = min((i for s in stop if (i := text.find(s)) >= 0), default=len(text))
     return text[:cut]
@@ -191,8 +221,13 @@ def _stream_text(
     decode_tokens: Callable[[list[int]], str],
     stop: tuple[str, ...],
     eos_ids: set[int],
+    unstable_ids: frozenset[int],
 ) -> Iterator[str]:
-    """Turn a queue of tokens into text deltas; held-back text never crosses a stop sequence."""
+    """Turn a queue of tokens into text deltas that join to the full text.
+
+    Text is held back while it may still change: trailing byte-fallback pieces, an
+    incomplete multi-byte character, or a possible start of a stop sequence.
+    """
     tokens: list[int] = []
     sent = 0
     hold = max((len(s) for s in stop), default=1) - 1
@@ -205,7 +240,10 @@ def _stream_text(
         if item in eos_ids:
             continue
         tokens.append(item)
-        text = _cut_at_stop(decode_tokens(tokens), stop)
+        stable = len(tokens)
+        while stable and tokens[stable - 1] in unstable_ids:
+            stable -= 1
+        text = _cut_at_stop(decode_tokens(tokens[:stable]), stop)
         safe = len(text) - hold
         if text.endswith("\ufffd"):  # an incomplete multi-byte character: wait for its next token
             continue

@@ -1,0 +1,79 @@
+"""The llmrun command, end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llmrun.cli import main
+
+
+def run_cli(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "llmrun.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=300,
+    )
+
+
+def test_version_and_help() -> None:
+    assert run_cli("--version").stdout.startswith("llmrun ")
+    helped = run_cli("run", "--help")
+    assert helped.returncode == 0
+    for flag in ("--backend", "--device", "--dtype", "--max-new-tokens", "--json", "--file", "examples:"):
+        assert flag in helped.stdout
+
+
+def test_run_local_model_end_to_end(tiny_gpt_neox_dir: Path) -> None:
+    done = run_cli(
+        "run", str(tiny_gpt_neox_dir), "Hello there", "--device", "cpu", "--max-new-tokens", "5", "--json"
+    )
+    assert done.returncode == 0, done.stderr
+    record = json.loads(done.stdout.strip().splitlines()[-1])
+    assert record["prompt"] == "Hello there"
+    assert isinstance(record["output"], str)
+
+
+def test_prompts_from_stdin_and_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    piped = run_cli("run", "m", "--backend", "fake", "--json", stdin="from stdin\n")
+    assert piped.returncode == 0, piped.stderr
+    assert json.loads(piped.stdout)["prompt"] == "from stdin"
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("one\n\ntwo\n")
+    assert main(["run", "m", "--backend", "fake", "--file", str(prompts), "--json"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [json.loads(line)["prompt"] for line in lines] == ["one", "two"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "m", "x", "--backend", "nope"], "unknown backend 'nope'"),
+        (["run", "m", "x", "--backend", "fake", "--max-new-tokens", "0"], "max_new_tokens=0 is invalid"),
+        (["run", "m", "x", "--backend", "fake", "--top-p", "3"], "top_p=3.0 is invalid"),
+        (["run", "m", "x", "--backend", "fake", "--device", "cpu"], "does not take option(s) device"),
+        (["run", "m", "--backend", "fake", "--file", "missing.txt"], "cannot read prompts from missing.txt"),
+    ],
+)
+def test_errors_are_reported_without_traceback(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert message in err
+    assert "Traceback" not in err
+
+
+def test_backends_lists_builtins(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["backends"]) == 0
+    assert {"fake", "lamini", "local"} <= set(capsys.readouterr().out.split())
