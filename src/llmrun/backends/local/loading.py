@@ -169,10 +169,10 @@ def load_model_and_tokenizer(name: str, settings: LoadSettings) -> tuple[Any, An
         "local_files_only": is_offline(),
     }
     adapter = isinstance(location, Path) and (location / "adapter_config.json").is_file()
-    base = _adapter_base(location) if adapter else location
+    base = _adapter_base(Path(location)) if adapter else location
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(location if adapter else base), **common)
-        model = AutoModelForCausalLM.from_pretrained(
+        model: Any = AutoModelForCausalLM.from_pretrained(
             str(base), dtype=dtype, use_safetensors=None if settings.allow_pickle else True, **common
         )
         if adapter:
