@@ -1,0 +1,132 @@
+"""Where the Lamini API key and URL come from, and a wrapper that keeps the key out of sight.
+
+Precedence, first found wins:
+
+1. ``api_key`` / ``api_url`` arguments;
+2. the 2023 ``config`` dict: ``{"production.key": ..., "production.url": ...}``
+   or ``{"production": {"key": ..., "url": ...}}``;
+3. ``LAMINI_API_KEY`` / ``LAMINI_API_URL`` environment variables;
+4. ``lamini.api_key`` / ``lamini.api_url`` set on the ``lamini`` module;
+5. ``~/.lamini/configure.yaml`` (``production: {key: ..., url: ...}``), read by
+   the ``lamini`` client itself, which also supplies the default URL
+   ``https://api.lamini.ai``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from llmrun.errors import ConfigurationError
+
+MISSING_KEY_HELP = (
+    "no Lamini API key found. Pass api_key=..., set the LAMINI_API_KEY environment variable, "
+    'pass config={"production.key": ...}, or add "production: {key: ...}" to ~/.lamini/configure.yaml. '
+    "Your key is at https://app.lamini.ai/account"
+)
+
+
+class Secret:
+    """A string that never shows itself in ``repr``/``str``; read it with :meth:`reveal`."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def redact(self, text: str) -> str:
+        """``text`` with every occurrence of the secret replaced by ``***``."""
+        return text.replace(self._value, "***") if self._value else text
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> Any:  # no pickling: a pickle would hold the key in clear
+        raise TypeError("a Lamini API key cannot be pickled")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """A resolved key and base URL (no trailing slash)."""
+
+    key: Secret
+    url: str
+
+
+def resolve_credentials(
+    api_key: str | None = None,
+    api_url: str | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> Credentials:
+    """Resolve key and URL (see the module docstring); a missing key raises before any network call."""
+    cfg_key, cfg_url = _from_2023_config(config)
+    key = _first(api_key, cfg_key, os.environ.get("LAMINI_API_KEY"), _module_setting("api_key"))
+    url = _first(api_url, cfg_url, os.environ.get("LAMINI_API_URL"), _module_setting("api_url"))
+    if key is None or url is None:
+        file_key, file_url = _from_lamini_files()
+        key = key if key is not None else file_key
+        url = url if url is not None else file_url
+    if key is None:
+        raise ConfigurationError(MISSING_KEY_HELP)
+    if not isinstance(key, str) or not key.strip():
+        raise ConfigurationError("the Lamini API key must be a non-empty string; " + MISSING_KEY_HELP)
+    return Credentials(key=Secret(key.strip()), url=_check_url(url))
+
+
+def _from_2023_config(config: Mapping[str, Any] | None) -> tuple[str | None, str | None]:
+    if config is None:
+        return None, None
+    if isinstance(config, str) and config == os.environ.get("LLMRUN_CONFIG"):
+        # llmrun's settings resolution reads option "config" from LLMRUN_CONFIG, which is the
+        # path of llmrun's own config file, not the 2023 Lamini dict: not meant for us.
+        return None, None
+    if not isinstance(config, Mapping):
+        raise ConfigurationError(
+            f"config must be a dict such as {{'production.key': '...'}}, got {type(config).__name__}"
+        )
+    nested = config.get("production")
+    if nested is not None and not isinstance(nested, Mapping):
+        raise ConfigurationError("config['production'] must be a dict like {'key': '...', 'url': '...'}")
+    nested = nested or {}
+    return (
+        _first(config.get("production.key"), nested.get("key")),
+        _first(config.get("production.url"), nested.get("url")),
+    )
+
+
+def _module_setting(name: str) -> Any:
+    import lamini
+
+    return getattr(lamini, name, None)
+
+
+def _from_lamini_files() -> tuple[str | None, str]:
+    """Key and URL from ``~/.lamini/configure.yaml`` (and LAMINI__* env), via the lamini client."""
+    from lamini.api.lamini_config import get_config, get_configured_key, get_configured_url
+
+    try:
+        cfg = get_config()
+    except Exception as exc:  # a broken YAML file: say which file, not the parser's internals
+        raise ConfigurationError(f"~/.lamini/configure.yaml cannot be read: {type(exc).__name__}") from None
+    key = get_configured_key(cfg)
+    return (str(key) if key else None), str(get_configured_url(cfg))
+
+
+def _check_url(url: Any) -> str:
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ConfigurationError(
+            f"the Lamini API URL must start with http:// or https://, got {url!r}; "
+            "set api_url=... or LAMINI_API_URL (the default is https://api.lamini.ai)"
+        )
+    return url.rstrip("/")
+
+
+def _first(*values: Any) -> Any:
+    return next((v for v in values if v not in (None, "")), None)
