@@ -187,7 +187,9 @@ class ModelRunner(ABC):
         """Add training examples from a list of dicts or of (input Type, output Type) pairs."""
         from llmrun import data as data_module
 
-        self._examples += data_module.load_examples(data, input_key=input_key, output_key=output_key)
+        self._examples += data_module.load_examples(
+            data, input_key=input_key, output_key=output_key, template=self.template
+        )
 
     def load_data_from_jsonlines(
         self, path: str | Path, input_key: str = "input", output_key: str = "output"
@@ -195,7 +197,9 @@ class ModelRunner(ABC):
         """Add training examples from a JSON-lines file, one object per line."""
         from llmrun import data as data_module
 
-        self._examples += data_module.load_jsonlines(path, input_key=input_key, output_key=output_key)
+        self._examples += data_module.load_jsonlines(
+            path, input_key=input_key, output_key=output_key, template=self.template
+        )
 
     def load_data_from_csv(
         self, path: str | Path, input_key: str = "input", output_key: str = "output"
@@ -203,13 +207,17 @@ class ModelRunner(ABC):
         """Add training examples from a CSV file with a header row."""
         from llmrun import data as data_module
 
-        self._examples += data_module.load_csv(path, input_key=input_key, output_key=output_key)
+        self._examples += data_module.load_csv(
+            path, input_key=input_key, output_key=output_key, template=self.template
+        )
 
     def load_data_from_dataframe(self, df: Any, input_key: str = "input", output_key: str = "output") -> None:
         """Add training examples from a pandas DataFrame."""
         from llmrun import data as data_module
 
-        self._examples += data_module.load_dataframe(df, input_key=input_key, output_key=output_key)
+        self._examples += data_module.load_dataframe(
+            df, input_key=input_key, output_key=output_key, template=self.template
+        )
 
     def clear_data(self) -> None:
         """Forget the loaded training examples."""
@@ -224,7 +232,7 @@ class ModelRunner(ABC):
                 "no training data loaded; call load_data(...), load_data_from_jsonlines(...), "
                 "load_data_from_csv(...) or load_data_from_dataframe(...) first"
             )
-        return self.train_examples(list(self._examples), TrainOptions(**options))
+        return self.train_examples(list(self._examples), TrainOptions.from_kwargs(**options))
 
     def evaluate(self) -> EvalResult:
         """Evaluate the model on the held-out part of the loaded data."""

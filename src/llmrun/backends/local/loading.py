@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from llmrun.errors import ConfigurationError, DeviceError, ModelLoadError, ModelNotFoundError
+from llmrun.training import resolve_model_dir
 
 _DTYPES = {
     "float32": torch.float32,
@@ -93,6 +94,7 @@ def locate_model(name: str, settings: LoadSettings) -> Path | str:
     """
     path = Path(name).expanduser()
     if path.is_dir():
+        path = resolve_model_dir(path)
         _check_folder(path, settings.allow_pickle)
         return path
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:

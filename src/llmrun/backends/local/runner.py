@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+from pathlib import Path
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
@@ -15,6 +16,7 @@ from llmrun.errors import ConfigurationError, IncompleteOutputError, PromptTooLo
 from llmrun.generation import GenerationConfig
 from llmrun.runner import CompletionRequest, ModelRunner
 from llmrun.schema import Type
+from llmrun.training import EvalResult, TrainingExample, TrainOptions, TrainResult
 
 
 class LocalRunner(ModelRunner):
@@ -23,8 +25,10 @@ class LocalRunner(ModelRunner):
     Options: ``device`` (``auto``: CUDA if present, else CPU), ``dtype``
     (``auto``: float32 on CPU, bfloat16/float16 on CUDA), ``trust_remote_code``,
     ``allow_pickle`` (load ``.bin`` weights), ``revision``, ``cache_dir``,
-    ``max_batch_size`` (prompts per forward pass) and ``truncate_prompt``
-    (drop the start of prompts that do not fit the context instead of failing).
+    ``max_batch_size`` (prompts per forward pass), ``truncate_prompt``
+    (drop the start of prompts that do not fit the context instead of failing),
+    ``runs_dir`` (where :meth:`train` writes its run directories) and
+    ``progress`` (show a progress bar while training).
     """
 
     backend_name: ClassVar[str] = "local"
@@ -43,12 +47,17 @@ class LocalRunner(ModelRunner):
         cache_dir: str | None = None,
         max_batch_size: int = 32,
         truncate_prompt: bool = False,
+        runs_dir: str = "llmrun-runs",
+        progress: bool = True,
     ) -> None:
         super().__init__(model_name, generation=generation, template=template)
         if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
             raise ConfigurationError(f"max_batch_size={max_batch_size!r} is invalid: use a positive integer")
         self.max_batch_size = max_batch_size
         self.truncate_prompt = bool(truncate_prompt)
+        self.runs_dir = Path(runs_dir)
+        self.progress = bool(progress)
+        self._train_options: TrainOptions | None = None
         self.settings = LoadSettings(device, dtype, trust_remote_code, allow_pickle, revision, cache_dir)
         self.model, self.tokenizer, self.device = load_model_and_tokenizer(model_name, self.settings)
         self._decoder = decode.prepare_model_for_decoding(self.model)
@@ -99,6 +108,39 @@ class LocalRunner(ModelRunner):
 
         threading.Thread(target=work, daemon=True).start()
         return _stream_text(steps, self._decode_tokens, config.stop, self.eos_token_ids, self._unstable_ids)
+
+    def train_examples(self, examples: list[TrainingExample], options: TrainOptions) -> TrainResult:
+        """Fine-tune in place into a run directory under ``runs_dir``; then answer with the tuned model."""
+        from llmrun.backends.local.training import train_local
+
+        run_dir = self._run_dir(options)
+        with self._lock:
+            result = train_local(
+                self.model, self.tokenizer, examples, options, run_dir, progress=self.progress
+            )
+            self._decoder = decode.prepare_model_for_decoding(self.model)  # the weights changed
+        self._train_options = options
+        self.model_name = result.model_name
+        return result
+
+    def evaluate_examples(self, examples: list[TrainingExample]) -> EvalResult:
+        """Held-out loss, perplexity, exact match and samples, on the split training used."""
+        from llmrun.backends.local.evaluation import evaluate_local
+
+        with self._lock:
+            return evaluate_local(self.model, self.tokenizer, examples, self._train_options)
+
+    def _run_dir(self, options: TrainOptions) -> Path:
+        """A new run directory, or with ``resume`` the newest one of this model."""
+        from llmrun.backends.local.training import new_run_dir
+
+        fresh = new_run_dir(self.runs_dir, self.model_name)
+        if options.resume:
+            stem = fresh.name.rsplit("-", 2)[0]
+            earlier = sorted(p for p in self.runs_dir.glob(f"{stem}-*") if p.is_dir())
+            if earlier:
+                return earlier[-1]
+        return fresh
 
     # ------------------------------------------------------------------ helpers
     def _encode(self, prompt: str, budget: int) -> list[int]:

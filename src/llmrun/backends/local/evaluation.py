@@ -1,0 +1,166 @@
+"""Evaluating a local model on held-out pairs: loss, perplexity, exact match, samples."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from llmrun.backends.local.batching import (
+    EncodedExample,
+    collate,
+    completion_loss_sum,
+    encode_examples,
+    eos_id,
+    pad_id,
+    uses_plain_head,
+)
+from llmrun.training import (
+    EvalResult,
+    EvalSample,
+    TrainingExample,
+    TrainOptions,
+    completions_match,
+    split_examples,
+)
+
+#: Extra tokens allowed beyond the longest expected answer when decoding for exact match.
+_ANSWER_SLACK_TOKENS = 8
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's first parameter."""
+    return next(model.parameters()).device
+
+
+def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager[Any]:
+    """bfloat16 autocast on ``device`` when ``bf16``; a no-op otherwise."""
+    if not bf16:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+@torch.no_grad()
+def heldout_loss(
+    model: Any, encoded: Sequence[EncodedExample], pad: int, batch_size: int, bf16: bool = False
+) -> tuple[float, int]:
+    """Mean completion-token cross-entropy over ``encoded`` and the number of tokens it covers."""
+    was_training = model.training
+    model.eval()
+    device = model_device(model)
+    plain = uses_plain_head(model)
+    total, count = 0.0, 0
+    try:
+        for start in range(0, len(encoded), batch_size):
+            batch = collate(encoded[start : start + batch_size], pad).to(device)
+            with autocast(device, bf16):
+                total += float(completion_loss_sum(model, batch, plain))
+            count += batch.num_targets
+    finally:
+        model.train(was_training)
+    return (total / count if count else math.nan), count
+
+
+@torch.no_grad()
+def greedy_generate(
+    model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 16
+) -> list[str]:
+    """Greedy completions of ``prompts`` (left-padded batches), special tokens removed.
+
+    The one place evaluation generates text; a faster decode loop can replace it.
+    """
+    from transformers import GenerationConfig
+
+    was_training = model.training
+    model.eval()
+    device = model_device(model)
+    pad, eos = pad_id(tokenizer), eos_id(tokenizer)
+    config = GenerationConfig(  # type: ignore[no-untyped-call]
+        max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad, eos_token_id=eos
+    )
+    outputs: list[str] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            chunk = list(prompts[start : start + batch_size])
+            ids_list: list[list[int]] = tokenizer(chunk, add_special_tokens=True)["input_ids"]
+            width = max(len(ids) for ids in ids_list)
+            input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)  # [B, S]
+            attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)  # [B, S]
+            for row, ids in enumerate(ids_list):
+                input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+                attention_mask[row, width - len(ids) :] = 1
+            generated = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention_mask.to(device),
+                generation_config=config,
+            )  # [B, S + T]
+            for row in generated[:, width:].tolist():
+                if eos is not None and eos in row:
+                    row = row[: row.index(eos)]
+                outputs.append(tokenizer.decode(row, skip_special_tokens=True))
+    finally:
+        model.train(was_training)
+    return outputs
+
+
+def evaluate_local(
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[TrainingExample],
+    options: TrainOptions | None = None,
+    *,
+    split: bool = True,
+) -> EvalResult:
+    """Evaluate ``model`` on held-out pairs.
+
+    With ``split`` (the default) the held-out part of ``examples`` is used, the
+    same split training made with ``options.seed`` and ``options.eval_fraction``;
+    when that part is empty every example is used and ``extra["on_training_data"]``
+    is True. With ``split=False`` all ``examples`` are evaluated.
+    """
+    options = options or TrainOptions()
+    held = list(examples)
+    on_training_data = False
+    if split:
+        _, held = split_examples(examples, options.eval_fraction, options.seed)
+        if not held:
+            held, on_training_data = list(examples), True
+    max_length = _max_length(model, options)
+    encoded = encode_examples(tokenizer, held, max_length)
+    loss, tokens = heldout_loss(model, encoded, pad_id(tokenizer), options.batch_size, options.bf16)
+    perplexity = math.exp(min(loss, 700.0)) if not math.isnan(loss) else None
+
+    exact: float | None = None
+    samples: tuple[EvalSample, ...] = ()
+    to_decode = held[: options.eval_max_examples]
+    if to_decode:
+        longest = max(e.num_targets for e in encoded) if encoded else 1
+        budget = options.eval_max_new_tokens or longest + _ANSWER_SLACK_TOKENS
+        got = greedy_generate(model, tokenizer, [e.prompt for e in to_decode], budget)
+        exact = sum(completions_match(e.completion, g) for e, g in zip(to_decode, got, strict=True)) / len(
+            got
+        )
+        samples = tuple(
+            EvalSample(prompt=e.prompt, expected=e.completion, got=g.strip())
+            for e, g in zip(to_decode[: options.num_samples], got, strict=False)
+        )
+    return EvalResult(
+        loss=None if math.isnan(loss) else loss,
+        perplexity=perplexity,
+        exact_match=exact,
+        samples=samples,
+        num_examples=len(held),
+        extra={
+            "eval_tokens": tokens,
+            "exact_match_examples": len(to_decode),
+            "on_training_data": on_training_data,
+        },
+    )
+
+
+def _max_length(model: Any, options: TrainOptions) -> int:
+    limit = getattr(model.config, "max_position_embeddings", None)
+    return min(options.max_length, limit) if isinstance(limit, int) and limit > 0 else options.max_length
