@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import queue
-from pathlib import Path
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
