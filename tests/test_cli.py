@@ -77,3 +77,42 @@ def test_errors_are_reported_without_traceback(
 def test_backends_lists_builtins(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["backends"]) == 0
     assert {"fake", "lamini", "local"} <= set(capsys.readouterr().out.split())
+
+
+def test_train_and_eval_local_end_to_end(
+    tiny_gpt_neox_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "qa.csv"
+    data.write_text("question,answer\n" + "".join(f"What is {i} plus one?,{i + 1}\n" for i in range(8)))
+    runs = tmp_path / "runs"
+    common = ["--input-key", "question", "--output-key", "answer", "--device", "cpu"]
+    assert (
+        main(
+            [
+                "train",
+                str(tiny_gpt_neox_dir),
+                str(data),
+                *common,
+                "--max-steps",
+                "2",
+                "--runs-dir",
+                str(runs),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    trained = json.loads(capsys.readouterr().out)
+    assert trained["status"] == "completed"
+    run_dir = Path(trained["run_dir"])
+    assert run_dir.parent == runs
+    assert main(["eval", str(run_dir), str(data), *common, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert {"loss", "perplexity", "exact_match", "samples"} <= set(report)
+
+
+def test_train_rejects_unknown_data_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "qa.txt"
+    data.write_text("q a\n")
+    assert main(["train", "m", str(data), "--backend", "fake"]) == 1
+    assert "use a .jsonl" in capsys.readouterr().err

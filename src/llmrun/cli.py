@@ -3,6 +3,8 @@
 llmrun run EleutherAI/pythia-70m "Question: What is the highest mountain in the world? Answer:"
 echo "Once upon a time" | llmrun run EleutherAI/pythia-70m --max-new-tokens 20
 llmrun run EleutherAI/pythia-70m --file prompts.txt --json
+llmrun train EleutherAI/pythia-70m qa.jsonl --input-key question --output-key answer
+llmrun eval llmrun-runs/pythia-70m-20260101-120000 qa.jsonl --input-key question --output-key answer
 llmrun backends
 """
 
@@ -24,6 +26,7 @@ _EPILOG = """examples:
   echo "Once upon a time" | llmrun run EleutherAI/pythia-70m
   llmrun run EleutherAI/pythia-70m --file prompts.txt --json      (one prompt per line)
   llmrun run meta-llama/Llama-2-7b-hf "Hi" --backend lamini          (key: LAMINI_API_KEY)
+  llmrun train EleutherAI/pythia-70m qa.jsonl --input-key question --output-key answer
 
 settings also come from LLMRUN_* environment variables and llmrun.toml; see the docs."""
 
@@ -60,8 +63,39 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--stop", action="append", help="stop sequence (repeatable)")
     run.add_argument("--json", action="store_true", help="print one JSON object per prompt")
 
+    train = commands.add_parser(
+        "train",
+        help="fine-tune a model on a JSON-lines or CSV file",
+        description="Fine-tune MODEL on DATA (JSON lines or CSV with a header), then evaluate it.",
+    )
+    _data_arguments(train)
+    train.add_argument("--epochs", type=int, help="passes over the data (default 3)")
+    train.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    train.add_argument("--learning-rate", type=float, help="default 5e-5 (full) or 2e-4 (LoRA)")
+    train.add_argument("--batch-size", type=int, help="examples per step (default 8)")
+    train.add_argument("--lora", action="store_true", help="train a LoRA adapter instead of every weight")
+    train.add_argument("--resume", action="store_true", help="continue the newest run of this model")
+    train.add_argument("--runs-dir", help="local backend: where run directories go (default llmrun-runs)")
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="evaluate a model on the held-out part of a data file",
+        description="Held-out loss, perplexity, exact match and sample outputs of MODEL on DATA.",
+    )
+    _data_arguments(evaluate)
+
     commands.add_parser("backends", help="list the available backends")
     return parser
+
+
+def _data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", help="hub id, local checkpoint or run folder, or a Lamini model name")
+    parser.add_argument("data", type=Path, help="training data: .jsonl (one object per line) or .csv")
+    parser.add_argument("--input-key", default="input", help="field holding the prompt (default: input)")
+    parser.add_argument("--output-key", default="output", help="field holding the answer (default: output)")
+    parser.add_argument("--backend", help="local (default), lamini, or an installed plugin")
+    parser.add_argument("--device", help="local backend: auto (default), cpu, cuda, cuda:N")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -77,6 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             print("\n".join(available_backends()))
             return 0
+        if args.command in ("train", "eval"):
+            return _train_or_eval(args)
         return _run(args)
     except LLMRunError as exc:
         print(f"llmrun: error: {exc}", file=sys.stderr)
@@ -106,6 +142,49 @@ def _run(args: argparse.Namespace) -> int:
             print(json.dumps({"prompt": prompt, "output": output}, ensure_ascii=False))
         else:
             print(output)
+    return 0
+
+
+def _train_or_eval(args: argparse.Namespace) -> int:
+    from llmrun.registry import load
+
+    options: dict[str, Any] = {"device": args.device} if args.device else {}
+    if getattr(args, "runs_dir", None):
+        options["runs_dir"] = args.runs_dir
+    runner = load(args.model, args.backend, **options)
+    suffix = args.data.suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        runner.load_data_from_jsonlines(args.data, input_key=args.input_key, output_key=args.output_key)
+    elif suffix == ".csv":
+        runner.load_data_from_csv(args.data, input_key=args.input_key, output_key=args.output_key)
+    else:
+        raise InvalidInputError(f"{args.data}: use a .jsonl (one JSON object per line) or .csv file")
+    if args.command == "eval":
+        report = runner.evaluate()
+        print(json.dumps(report.to_dict(), indent=2) if args.json else report)
+        return 0
+    train_options = {
+        "epochs": args.epochs,
+        "max_steps": args.max_steps,
+        "learning_rate": args.learning_rate,
+        "batch_size": args.batch_size,
+    }
+    chosen = {k: v for k, v in train_options.items() if v is not None}
+    if args.lora:
+        chosen["method"] = "lora"
+    if args.resume:
+        chosen["resume"] = True
+    result = runner.train(**chosen)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        print(f"trained: {result.model_name}")
+        if result.run_dir is not None:
+            print(f"run directory: {result.run_dir}")
+        if result.job_id is not None:
+            print(f"job: {result.job_id}")
+        if result.eval is not None:
+            print(result.eval)
     return 0
 
 
