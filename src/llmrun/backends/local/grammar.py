@@ -1,0 +1,511 @@
+"""Grammar-constrained JSON decoding with xgrammar.
+
+:func:`json_constraint` turns an output type's JSON Schema into a per-batch
+:class:`JsonSchemaConstraint` that the decode loop drives step by step
+(``mask_logits`` -> pick a token -> ``advance`` -> ``finished``). The schema is first
+sized to the token budget with :func:`~llmrun.backends.local.schema_bounds.bound_schema`,
+so every row closes its JSON within ``max_new_tokens``.
+
+xgrammar's grammar decides what may come next. On top of it, per row, the constraint:
+
+* caps each string's content at ``T`` tokens: once a string has taken ``T`` tokens,
+  only tokens that close it are allowed (as soon as the grammar lets it close). This
+  needs the row's string state (outside / inside / after a backslash), which follows
+  from the ``"`` and ``\\`` in each chosen token;
+* never allows tokens holding a raw control character (invalid in JSON strings),
+  ``\\u`` escapes (a lone surrogate escape is invalid JSON for pydantic; every other
+  character can be written as itself), UTF-8 surrogates (``ED A0..BF``, which xgrammar
+  accepts but decoding turns into U+FFFD), or the tokenizer's special tokens other than
+  the stop tokens (xgrammar takes ``<s>`` or ``<|padding|>`` for text, decoding drops them).
+
+Output is compact JSON: no whitespace anywhere and separators ``,``/``:``, so a weak
+model cannot spin on spaces.
+
+Caches: one ``xgr.TokenizerInfo`` + ``xgr.GrammarCompiler`` + token tables per
+(tokenizer object, logits width), and one compiled grammar per (that, bounded schema),
+so repeated calls never recompile.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import importlib.util
+import json
+import re
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy
+import torch
+import xgrammar as xgr
+
+from llmrun.backends.local.schema_bounds import bound_schema
+from llmrun.errors import GenerationError, InvalidInputError, SchemaError
+
+__all__ = [
+    "CompiledJsonGrammar",
+    "JsonSchemaConstraint",
+    "TokenTables",
+    "compile_json_grammar",
+    "json_constraint",
+]
+
+#: Compiled grammars kept per tokenizer (least recently used dropped first).
+GRAMMAR_CACHE_SIZE = 64
+_SEPARATORS = (",", ":")
+_Backend = Literal["cpu", "triton", "torch_native"]
+
+# String states of a row, from the '"' and '\' it has written.
+_OUT, _IN, _ESC = 0, 1, 2
+
+
+@dataclass(frozen=True, eq=False)
+class TokenTables:
+    """Per-tokenizer token facts the constraint adds to xgrammar's masks.
+
+    Bit masks are ``[ceil(V / 32)]`` int32 in xgrammar's layout (token ``i`` is bit
+    ``i % 32`` of word ``i // 32``).
+    """
+
+    #: Tokens that may appear in compact JSON at all (see the module docstring).
+    allowed_bits: torch.Tensor
+    #: The stop tokens.
+    stop_bits: torch.Tensor
+    #: Tokens allowed right after a lone ``ED`` lead byte: all but those starting with ``A0..BF``.
+    after_ed_bits: torch.Tensor
+    #: Tokens allowed right after a backslash in a string: all but ``u...`` (no ``\\u`` escapes).
+    after_backslash_bits: torch.Tensor
+    #: Per string state ``_IN``/``_ESC``: tokens that close the string they start in.
+    closing_bits: tuple[torch.Tensor, torch.Tensor]
+    #: Per string state: the state after each token (``bytes`` of length V).
+    next_state: tuple[bytes, bytes, bytes]
+    #: Per string state: whether the token passes a ``"`` (so an open string at its end is new).
+    crosses_quote: tuple[bytes, bytes, bytes]
+    #: Ids of the tokens that end in a lone ``ED`` lead byte.
+    ends_with_ed: frozenset[int]
+
+
+class _MaskCache:
+    """Float masks (``+inf`` allowed, ``-inf`` not) of recently seen bitmask rows, per tokenizer.
+
+    A batch of rows writing the same schema keeps meeting the same grammar states, so on the
+    CPU ``torch.minimum(logits, mask)`` with a cached mask is several times faster than
+    xgrammar's bit-by-bit kernel. Masks are kept as chunks below torch's parallel grain size:
+    a parallel region for a few microseconds of work costs milliseconds when the cores are
+    busy. Least recently used masks are dropped first; at most ``max_bytes`` in all.
+    """
+
+    def __init__(self, vocab_size: int, max_bytes: int = 32 * 2**20) -> None:
+        self.vocab_size = vocab_size
+        self.capacity = max(16, max_bytes // (4 * vocab_size))
+        self._masks: OrderedDict[bytes, tuple[torch.Tensor, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def apply(self, logits: torch.Tensor, bits: torch.Tensor) -> None:
+        """Set ``logits`` ``[V]`` (float32, CPU) to ``-inf`` where the bitmask row ``bits`` ``[W]`` is 0."""
+        for part, mask in zip(torch.split(logits, _CHUNK), self._get(bits), strict=True):
+            torch.minimum(part, mask, out=part)
+
+    def _get(self, bits: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        key = bits.numpy().tobytes()
+        with self._lock:
+            found = self._masks.get(key)
+            if found is not None:
+                self._masks.move_to_end(key)
+                return found
+        mask = torch.from_numpy(numpy.full((1, self.vocab_size), numpy.inf, dtype=numpy.float32))
+        xgr.apply_token_bitmask_inplace(mask, bits.view(1, -1), vocab_size=self.vocab_size, backend="cpu")
+        chunks = tuple(torch.split(mask[0], _CHUNK))
+        with self._lock:
+            self._masks[key] = chunks
+            if len(self._masks) > self.capacity:
+                self._masks.popitem(last=False)
+        return chunks
+
+
+#: Elements per elementwise op on the CPU: below torch's parallel grain size (32768).
+_CHUNK = 32768
+_CONTROL = re.compile("[\\x00-\\x1f]")
+
+
+@dataclass(frozen=True, eq=False)
+class CompiledJsonGrammar:
+    """A JSON Schema compiled for one tokenizer and logits width; build with :func:`compile_json_grammar`."""
+
+    grammar: xgr.CompiledGrammar
+    #: The JSON Schema text the grammar was compiled from (already bounded).
+    schema_json: str
+    #: Logits width (the model's vocabulary, padding ids included).
+    vocab_size: int
+    #: The tokenizer's token tables, shared by all its grammars.
+    tables: TokenTables
+    #: The tokenizer's cache of float masks, shared by all its grammars.
+    masks: _MaskCache
+
+    @property
+    def schema(self) -> dict[str, Any]:
+        """The (bounded) JSON Schema the grammar was compiled from."""
+        schema: dict[str, Any] = json.loads(self.schema_json)
+        return schema
+
+
+class _TokenizerGrammars:
+    """xgrammar's per-tokenizer state, the token tables and the compiled grammars."""
+
+    def __init__(self, tokenizer: Any, vocab_size: int) -> None:
+        self.vocab_size = vocab_size
+        try:
+            self.info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=vocab_size)
+        except Exception as exc:  # xgrammar raises ValueError/RuntimeError for tokenizers it cannot read
+            raise InvalidInputError(
+                f"xgrammar cannot use this tokenizer ({type(tokenizer).__name__}) with a logits width of "
+                f"{vocab_size}: {exc}"
+            ) from exc
+        self.compiler = xgr.GrammarCompiler(self.info, max_threads=1)
+        self.tables = _token_tables(self.info, tokenizer, vocab_size)
+        self.masks = _MaskCache(vocab_size)
+        self.grammars: OrderedDict[str, CompiledJsonGrammar] = OrderedDict()
+
+    def compile(self, key: str) -> CompiledJsonGrammar:
+        """Compile (or fetch) the grammar of the JSON Schema text ``key``."""
+        hit = self.grammars.get(key)
+        if hit is not None:
+            self.grammars.move_to_end(key)
+            return hit
+        try:
+            grammar = self.compiler.compile_json_schema(
+                key, any_whitespace=False, indent=None, separators=_SEPARATORS, strict_mode=True
+            )
+        except Exception as exc:  # xgrammar raises RuntimeError / InvalidJSONError on schemas it rejects
+            title = json.loads(key).get("title", "the output type")
+            raise SchemaError(f"the JSON Schema of {title} cannot be compiled into a grammar: {exc}") from exc
+        compiled = CompiledJsonGrammar(grammar, key, self.vocab_size, self.tables, self.masks)
+        self.grammars[key] = compiled
+        if len(self.grammars) > GRAMMAR_CACHE_SIZE:
+            self.grammars.popitem(last=False)
+        return compiled
+
+
+_LOCK = threading.Lock()
+_BY_TOKENIZER: weakref.WeakKeyDictionary[Any, dict[int, _TokenizerGrammars]] = weakref.WeakKeyDictionary()
+_BY_ID: dict[int, tuple[Any, dict[int, _TokenizerGrammars]]] = {}
+
+
+def _tokenizer_grammars(tokenizer: Any, vocab_size: int) -> _TokenizerGrammars:
+    try:
+        per_width = _BY_TOKENIZER.setdefault(tokenizer, {})
+    except TypeError:  # not weak-referenceable: keep it alive, keyed by identity
+        per_width = _BY_ID.setdefault(id(tokenizer), (tokenizer, {}))[1]
+    entry = per_width.get(vocab_size)
+    if entry is None:
+        entry = per_width[vocab_size] = _TokenizerGrammars(tokenizer, vocab_size)
+    return entry
+
+
+def compile_json_grammar(tokenizer: Any, schema: Mapping[str, Any], vocab_size: int) -> CompiledJsonGrammar:
+    """Compile a (bounded) JSON Schema for ``tokenizer`` and a logits width of ``vocab_size``; cached.
+
+    ``tokenizer`` is a Hugging Face tokenizer (byte-level BPE or SentencePiece-style).
+    The same tokenizer object, width and schema return the same object every time.
+    """
+    return _compile(tokenizer, json.dumps(schema, separators=_SEPARATORS, ensure_ascii=False), vocab_size)
+
+
+def _compile(tokenizer: Any, schema_json: str, vocab_size: int) -> CompiledJsonGrammar:
+    _check_positive("vocab_size", vocab_size)
+    with _LOCK:
+        return _tokenizer_grammars(tokenizer, vocab_size).compile(schema_json)
+
+
+def json_constraint(
+    tokenizer: Any, schema: Mapping[str, Any], batch_size: int, vocab_size: int, *, max_new_tokens: int
+) -> JsonSchemaConstraint:
+    """A constraint that makes each of ``batch_size`` rows write one JSON value valid for ``schema``.
+
+    ``schema`` is the output type's JSON Schema (pydantic v2); it is bounded to
+    ``max_new_tokens`` here (see :mod:`~llmrun.backends.local.schema_bounds`), so every row
+    finishes within the budget. ``vocab_size`` is the model's logits width. Raises
+    :class:`~llmrun.errors.InvalidInputError` when the budget cannot hold even the smallest
+    object, and :class:`~llmrun.errors.UnsupportedFeatureError` for fields that cannot be bounded.
+    """
+    if not isinstance(schema, Mapping):
+        raise InvalidInputError(f"the output schema must be a JSON Schema dict, got {type(schema).__name__}")
+    bounded, string_tokens = _bounded(
+        json.dumps(schema, separators=_SEPARATORS, ensure_ascii=False), max_new_tokens
+    )
+    return JsonSchemaConstraint(
+        _compile(tokenizer, bounded, vocab_size), batch_size, string_tokens=string_tokens
+    )
+
+
+@functools.lru_cache(maxsize=256)
+def _bounded(schema_json: str, max_new_tokens: int) -> tuple[str, int]:
+    bounded = bound_schema(json.loads(schema_json), max_new_tokens)
+    return json.dumps(bounded.schema, separators=_SEPARATORS, ensure_ascii=False), bounded.string_tokens
+
+
+class JsonSchemaConstraint:
+    """Constrains a batch of rows to a compiled JSON grammar, one ``xgr.GrammarMatcher`` per row.
+
+    ``string_tokens`` caps each string's content (``None``: no cap). The next-token bitmask
+    ``[B, ceil(V / 32)]`` is filled right after each ``advance`` (and at construction), so
+    ``finished`` knows when a row's JSON is closed: only stop tokens can follow. Finished
+    rows are left alone.
+    """
+
+    def __init__(
+        self, compiled: CompiledJsonGrammar, batch_size: int, *, string_tokens: int | None = None
+    ) -> None:
+        _check_positive("batch_size", batch_size)
+        if string_tokens is not None and (
+            isinstance(string_tokens, bool) or not isinstance(string_tokens, int) or string_tokens < 0
+        ):
+            raise InvalidInputError(f"string_tokens={string_tokens!r} is invalid: it must be an integer >= 0")
+        self.compiled = compiled
+        self.batch_size = batch_size
+        self.string_tokens = string_tokens
+        self._tables = compiled.tables
+        self._matchers = [xgr.GrammarMatcher(compiled.grammar) for _ in range(batch_size)]
+        self._bitmask = xgr.allocate_token_bitmask(batch_size, compiled.vocab_size)  # [B, W] int32
+        self._not_stop = ~compiled.tables.stop_bits  # [W]
+        self._done = [False] * batch_size
+        self._state = [_OUT] * batch_size  # string state of each row
+        self._spent = [0] * batch_size  # tokens of content in the row's open string
+        self._after_ed = [False] * batch_size  # the row's text ends in a lone 0xED lead byte
+        self._fill(list(range(batch_size)))
+
+    def mask_logits(self, logits: torch.Tensor) -> None:
+        """Set the logits of tokens the grammar forbids to ``-inf``, in place, for running rows."""
+        width = self.compiled.vocab_size
+        if logits.dim() != 2 or logits.shape[0] != self.batch_size or logits.shape[1] < width:
+            raise GenerationError(
+                f"logits of shape {tuple(logits.shape)} do not fit this constraint: expected "
+                f"[{self.batch_size}, >= {width}] (batch size, model vocabulary)"
+            )
+        running = [row for row, done in enumerate(self._done) if not done]
+        if not running:
+            return
+        indices = None if len(running) == self.batch_size else running
+        if logits.device.type == "cpu" and logits.dtype == torch.float32:
+            for row in running:
+                self.compiled.masks.apply(logits[row, :width], self._bitmask[row])  # [V]
+        else:
+            bitmask = self._bitmask
+            backend: _Backend = "cpu"
+            if logits.device.type != "cpu":
+                bitmask = bitmask.to(logits.device, non_blocking=True)
+                backend = _device_backend(logits.device)
+            xgr.apply_token_bitmask_inplace(
+                logits, bitmask, vocab_size=width, indices=indices, backend=backend
+            )
+        if logits.shape[1] > width:  # ids past the vocabulary the grammar knows
+            rows = slice(None) if indices is None else torch.tensor(indices, device=logits.device)
+            logits[rows, width:] = float("-inf")
+
+    def advance(self, tokens: torch.Tensor) -> None:
+        """Feed each running row its chosen token (``tokens``: ``[B]``); finished rows are ignored."""
+        ids = tokens.reshape(-1).tolist()  # [B]
+        if len(ids) != self.batch_size:
+            raise GenerationError(f"advance() got {len(ids)} tokens for a batch of {self.batch_size} rows")
+        tables = self._tables
+        running: list[int] = []
+        for row, done in enumerate(self._done):
+            if done:
+                continue
+            matcher, token, state = self._matchers[row], int(ids[row]), self._state[row]
+            if not matcher.accept_token(token):
+                raise GenerationError(
+                    f"token {token} in row {row} is not allowed by the output grammar; "
+                    "mask_logits() must be applied before the token is chosen"
+                )
+            self._state[row] = tables.next_state[state][token]
+            self._spent[row] = 0 if tables.crosses_quote[state][token] else self._spent[row] + 1
+            self._after_ed[row] = token in tables.ends_with_ed
+            if matcher.is_terminated():
+                self._done[row] = True
+            else:
+                running.append(row)
+        if running:
+            self._fill(running)
+
+    def finished(self) -> list[bool]:
+        """Per row: the JSON value is closed (only a stop token could follow), so the row must stop."""
+        return list(self._done)
+
+    def _fill(self, rows: list[int]) -> None:
+        """Fill the next-token bitmask of ``rows`` and mark rows whose JSON is closed."""
+        for row in rows:  # in this thread: xgr.BatchGrammarMatcher's hand-offs cost ms on busy cores
+            self._matchers[row].fill_next_token_bitmask(self._bitmask, row)
+        tables, cap = self._tables, self.string_tokens
+        if len(rows) == self.batch_size:
+            self._bitmask &= tables.allowed_bits  # [B, W]
+        else:
+            self._bitmask[rows] &= tables.allowed_bits
+        for row in rows:
+            mask, state = self._bitmask[row], self._state[row]  # [W]
+            if self._after_ed[row]:
+                mask &= tables.after_ed_bits
+            if state == _ESC:
+                mask &= tables.after_backslash_bits
+            if state != _OUT and cap is not None and self._spent[row] >= cap:
+                closing = mask & tables.closing_bits[state - 1]
+                if bool(closing.any()):  # else the string cannot close yet (mid character or minLength)
+                    mask.copy_(closing)
+            if self._matchers[row].is_completed() and not bool((mask & self._not_stop).any()):
+                self._done[row] = True
+
+
+# ----------------------------------------------------------------------------- token tables
+
+
+def _token_tables(info: xgr.TokenizerInfo, tokenizer: Any, vocab_size: int) -> TokenTables:
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # tens of thousands of small objects: collections would cost more than the work
+    try:
+        return _build_token_tables(info, tokenizer, vocab_size)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _build_token_tables(info: xgr.TokenizerInfo, tokenizer: Any, vocab_size: int) -> TokenTables:
+    texts, partial = _token_texts(info, tokenizer)
+    allowed = numpy.ones(vocab_size, dtype=bool)
+    allowed[[i for i, text in enumerate(texts) if _CONTROL.search(text)]] = False  # raw control characters
+    allowed[[i for i, piece in partial.items() if _has_surrogate(piece)]] = False
+    special = set(getattr(tokenizer, "all_special_ids", None) or ())
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    special |= {int(i) for i, token in added.items() if getattr(token, "special", False)}
+    allowed[[i for i in special - set(info.stop_token_ids) if 0 <= i < vocab_size]] = False
+    stop = numpy.zeros(vocab_size, dtype=bool)
+    stop[[i for i in info.stop_token_ids if i < vocab_size]] = True
+    after_ed = numpy.ones(vocab_size, dtype=bool)
+    after_ed[[i for i, piece in partial.items() if 0xA0 <= piece[0] <= 0xBF]] = False
+    after_backslash = numpy.ones(vocab_size, dtype=bool)
+    after_backslash[[i for i, text in enumerate(texts) if text.startswith("u")]] = False
+
+    next_state = [
+        bytearray([_OUT]) * vocab_size,
+        bytearray([_IN]) * vocab_size,
+        bytearray([_IN]) * vocab_size,
+    ]
+    crosses = [bytearray(vocab_size) for _ in range(3)]
+    closing = [numpy.zeros(vocab_size, dtype=bool) for _ in range(2)]
+    for i, text in enumerate(texts):
+        if not text:
+            next_state[_ESC][i] = _ESC
+        elif '"' in text or "\\" in text:
+            for start in (_OUT, _IN, _ESC):
+                end, crossed, closed = _lex(text, start)
+                next_state[start][i], crosses[start][i] = end, crossed
+                if start != _OUT:
+                    closing[start - 1][i] = closed
+    return TokenTables(
+        allowed_bits=_pack_bits(allowed),
+        stop_bits=_pack_bits(stop),
+        after_ed_bits=_pack_bits(after_ed),
+        after_backslash_bits=_pack_bits(after_backslash),
+        closing_bits=(_pack_bits(closing[0]), _pack_bits(closing[1])),
+        next_state=(bytes(next_state[0]), bytes(next_state[1]), bytes(next_state[2])),
+        crosses_quote=(bytes(crosses[0]), bytes(crosses[1]), bytes(crosses[2])),
+        ends_with_ed=frozenset(i for i, piece in partial.items() if piece.endswith(b"\xed")),
+    )
+
+
+def _lex(text: str, state: int) -> tuple[int, bool, bool]:
+    """Run ``text`` through the string states from ``state``: (end state, passed a quote, closed a string)."""
+    crossed = closed = False
+    for ch in text:
+        if state == _ESC:
+            state = _IN
+        elif ch == '"':
+            closed = closed or state == _IN
+            state = _OUT if state == _IN else _IN
+            crossed = True
+        elif ch == "\\" and state == _IN:
+            state = _ESC
+    return state, crossed, closed
+
+
+def _token_texts(info: xgr.TokenizerInfo, tokenizer: Any) -> tuple[list[str], dict[int, bytes]]:
+    """Each token's text (special tokens: ``""``), and the bytes of the tokens that are not valid UTF-8.
+
+    Texts only need to be exact for ASCII (control characters, ``"``, ``\\``, ``u``). A fast
+    tokenizer decodes each token after a one-letter anchor (so a SentencePiece decoder keeps
+    the token's leading space), bytes that are not valid UTF-8 show as U+FFFD, and only
+    those few tokens are read from xgrammar's vocabulary: several times faster than reading
+    ``info.decoded_vocab`` whole, which is the fallback.
+    """
+    special = set(info.special_token_ids)
+    texts = _fast_token_texts(info, tokenizer)
+    if texts is not None:
+        handle: Any = info._handle  # reads single entries of xgrammar's vocabulary (no public API)
+        vocab = handle.decoded_vocab()
+        partial = {
+            i: bytes(vocab[i]) for i, text in enumerate(texts) if "\ufffd" in text and i not in special
+        }
+    else:
+        pieces: list[bytes] = info.decoded_vocab
+        texts = [piece.decode("utf-8", errors="replace") for piece in pieces]
+        partial = dict(enumerate(pieces))
+    texts += [""] * (info.vocab_size - len(texts))
+    for i in special:
+        texts[i] = ""
+    return texts, {i: p for i, p in partial.items() if p and i not in special and not _is_utf8(p)}
+
+
+def _fast_token_texts(info: xgr.TokenizerInfo, tokenizer: Any) -> list[str] | None:
+    """Token texts from a fast tokenizer's own decoder, or None when that is not possible."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not callable(getattr(getattr(info, "_handle", None), "decoded_vocab", None)):
+        return None
+    anchor_ids = backend.encode("a", add_special_tokens=False).ids
+    anchor = backend.decode(anchor_ids)
+    if len(anchor_ids) != 1 or not anchor:
+        return None
+    n = min(int(backend.get_vocab_size(with_added_tokens=True)), info.vocab_size)
+    pairs: list[str] = backend.decode_batch([[anchor_ids[0], i] for i in range(n)], skip_special_tokens=False)
+    if not all(text.startswith(anchor) for text in pairs):
+        return None
+    return [text[len(anchor) :] for text in pairs]
+
+
+def _is_utf8(piece: bytes) -> bool:
+    try:
+        piece.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _has_surrogate(piece: bytes) -> bool:
+    """Whether ``piece`` holds a UTF-8 surrogate (``ED A0..BF``)."""
+    return _SURROGATE.search(piece) is not None
+
+
+_SURROGATE = re.compile(b"\\xed[\\xa0-\\xbf]")
+
+
+def _pack_bits(flags: numpy.ndarray[Any, Any]) -> torch.Tensor:
+    """Pack ``[V]`` bools as xgrammar: ``[ceil(V / 32)]`` int32, token i is bit i % 32 of word i // 32."""
+    words = -(-flags.shape[0] // 32)
+    padded = numpy.zeros(words * 32, dtype=bool)
+    padded[: flags.shape[0]] = flags
+    packed = numpy.packbits(padded, bitorder="little").view("<u4").astype(numpy.uint32)
+    return torch.from_numpy(packed.view(numpy.int32).copy())
+
+
+def _device_backend(device: torch.device) -> _Backend:
+    if device.type == "cuda" and importlib.util.find_spec("triton") is not None:
+        return "triton"
+    return "torch_native"
+
+
+def _check_positive(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise InvalidInputError(f"{name}={value!r} is invalid: it must be a positive integer")

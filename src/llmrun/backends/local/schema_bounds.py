@@ -1,0 +1,445 @@
+r"""Size a JSON Schema to a token budget, so constrained decoding always closes the JSON.
+
+A grammar built from a plain JSON Schema accepts texts of any length: an unbounded
+``str`` field lets a weak model write until ``max_new_tokens`` runs out and leave the
+JSON unclosed. :func:`bound_schema` returns a copy of the schema in which every part
+that can grow has a bound, plus a per-string token cap ``T`` that the decoder enforces,
+chosen so that *every* output the constrained decoder can produce fits in the budget,
+for any tokenizer.
+
+The rule
+--------
+* **Cost model.** Output is compact JSON (no whitespace, separators ``,`` and ``:``).
+  Every token holds at least one byte (byte-level BPE may spend one token per byte,
+  SentencePiece falls back to one token per byte), so structure costs at most its UTF-8
+  byte length in tokens: keys, quotes, commas, brackets, ``true``/``false``/``null``,
+  enum and const values. An integer in ``[lo, hi]`` costs the longer of ``str(lo)`` and
+  ``str(hi)``; a number (float) in ``[lo, hi]`` costs a sign, the integer digits and
+  ``.`` plus 6 fraction digits (the precision xgrammar uses for ranged numbers).
+  Optional properties, ``anyOf`` branches and arrays count at their largest.
+* **Strings are capped in tokens, not characters.** The decoder lets a string's content
+  take at most ``T`` tokens, then allows only tokens that close it (when the grammar
+  lets it close: at most 3 more tokens to finish a UTF-8 character or an escape). So a
+  string costs ``2 + T + 3`` tokens, or ``2 + 4 * maxLength`` when the schema gives a
+  smaller ``maxLength`` (a character is at most 4 UTF-8 bytes), but at least
+  ``2 + 4 * minLength``. Capping tokens rather than characters keeps strings as long as
+  the budget really allows: a character bound must assume 4 tokens per character, and
+  xgrammar 0.2 compiles and masks character-bounded strings slowly (a ``maxLength`` of
+  60 takes about a second to compile). Strings may hold any character except raw
+  control characters; the decoder writes the escapes ``\" \\ \/ \b \f \n \r \t``
+  but not ``\uXXXX``.
+* **One share ``T`` for everything that can grow**, the largest that fits the budget
+  (found by bisection, the worst case grows with ``T``):
+
+  - each string's content: at most ``T`` tokens (above); a ``maxLength`` the schema
+    gives is kept as it is;
+  - an array gets ``maxItems = min(ceil(T / 16), its maxItems)``, never below its
+    ``minItems``;
+  - an integer or number side the schema leaves open gets ``±(10**d - 1)`` with
+    ``d = min(max(ceil(T / 4), 1), 15)`` digits; bounds the schema gives are kept;
+  - a string with a ``pattern`` gets its unbounded repeats (``*``, ``+``, ``{n,}``)
+    capped so the pattern matches at most ``min(T // 4, its maxLength)`` characters
+    (xgrammar ignores ``minLength``/``maxLength`` next to a pattern, so these keys are
+    dropped from the grammar's copy; the pattern carries the bound) and costs
+    ``2 + 4 * width`` tokens.
+
+  So every string field gets the same fair share; a field whose own limit is smaller
+  keeps its limit and leaves the rest to the others. No bound is ever loosened.
+* **Too small a budget** fails early: when the smallest bounded form (``T = 0``: empty
+  strings and arrays, one-digit numbers, every optional field present at its largest)
+  does not fit, :class:`~llmrun.errors.InvalidInputError` says so and names a budget
+  that would do.
+
+Not supported (raise :class:`~llmrun.errors.UnsupportedFeatureError` naming the field):
+fields of type ``Any``, ``dict`` (``additionalProperties``), strings with a ``format``,
+numbers with ``multipleOf``, ``allOf`` of several schemas, external ``$ref`` and
+recursive types.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import json
+import math
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+from llmrun.errors import InvalidInputError, UnsupportedFeatureError
+
+#: Worst-case tokens per string character: one token per UTF-8 byte, up to 4 bytes.
+TOKENS_PER_CHAR = 4
+#: Tokens a string may take past its cap before it can close (the rest of a UTF-8 character).
+CLOSE_SLACK = 3
+#: Largest digit count given to a number side that the schema leaves open.
+MAX_NUMBER_DIGITS = 15
+#: Fraction digits xgrammar allows in a number with a range (``0.123456``).
+FLOAT_FRACTION_DIGITS = 6
+#: String cap (tokens) used in the "too small" error's suggestion.
+_SUGGESTED_TOKENS = 32
+
+_Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BoundedSchema:
+    """A JSON Schema sized to a token budget; see the module docstring."""
+
+    #: The JSON Schema for the grammar: a bounded copy of the input schema.
+    schema: _Json
+    #: ``T``: the most tokens the content of one string may take before it must close.
+    string_tokens: int
+    #: The most tokens any output can take (``<= max_new_tokens``).
+    worst_case_tokens: int
+
+
+def bound_schema(schema: Mapping[str, Any], max_new_tokens: int) -> BoundedSchema:
+    """Size ``schema`` so that any output of the constrained decoder fits in ``max_new_tokens``.
+
+    See the module docstring for the rule. ``schema`` is a JSON Schema as produced by
+    pydantic v2's ``model_json_schema()``; it is not modified.
+    """
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
+        raise InvalidInputError(
+            f"max_new_tokens={max_new_tokens!r} is invalid: it must be a positive integer"
+        )
+    if not isinstance(schema, Mapping):
+        raise InvalidInputError(f"the output schema must be a JSON Schema dict, got {type(schema).__name__}")
+
+    def cost(share: int) -> int:
+        return worst_case_tokens(bound_schema_with_share(schema, share), share)
+
+    need = cost(0)
+    if need > max_new_tokens:
+        title = schema.get("title", "the output type")
+        raise InvalidInputError(
+            f"max_new_tokens={max_new_tokens} is too small for {title}: its JSON can take up to {need} "
+            f"tokens even with empty strings and lists (counting one token per byte, the worst case). "
+            f"Use max_new_tokens >= {cost(_SUGGESTED_TOKENS)} (strings of up to {_SUGGESTED_TOKENS} tokens), "
+            f"or at least {need}."
+        )
+    lo, hi = 0, max_new_tokens  # invariant: share lo fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if cost(mid) <= max_new_tokens:
+            lo = mid
+        else:
+            hi = mid - 1
+    return BoundedSchema(bound_schema_with_share(schema, lo), lo, cost(lo))
+
+
+def bound_schema_with_share(schema: Mapping[str, Any], share: int) -> _Json:
+    """Return a copy of ``schema`` bounded for the share ``T = share`` (see the module docstring)."""
+    out = copy.deepcopy(dict(schema))
+    _Bounder(share).node(out, ())
+    for name, sub in (out.get("$defs") or {}).items():
+        _Bounder(share).node(sub, (name,))
+    return out
+
+
+def worst_case_tokens(schema: Mapping[str, Any], string_tokens: int) -> int:
+    """The most tokens any output for a bounded ``schema`` can take, strings capped at ``string_tokens``.
+
+    Counts one token per UTF-8 byte of structure (see the module docstring). Raises
+    :class:`~llmrun.errors.UnsupportedFeatureError` when some part is unbounded.
+    """
+    return _Measure(schema, string_tokens).node(schema, (), ())
+
+
+# ----------------------------------------------------------------------------- bounding
+
+
+class _Bounder:
+    """Adds the bounds for one share ``T``, in place, to a (copied) schema tree."""
+
+    def __init__(self, share: int) -> None:
+        self.chars = share // TOKENS_PER_CHAR  # characters a pattern may match
+        self.items = -(-share // 16)  # ceil(T / 16)
+        self.digits = min(max(-(-share // 4), 1), MAX_NUMBER_DIGITS)
+
+    def node(self, node: Any, path: tuple[str, ...]) -> None:
+        if not isinstance(node, dict):
+            return
+        for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+            for i, sub in enumerate(node.get(key) or ()):
+                self.node(sub, (*path, f"{key}[{i}]"))
+        for name, sub in (node.get("properties") or {}).items():
+            self.node(sub, (*path, name))
+        if isinstance(node.get("items"), dict):
+            self.node(node["items"], (*path, "[]"))
+        if "enum" in node or "const" in node:
+            return
+        types = _types(node)
+        if "string" in types:
+            self.string(node, path)
+        if "array" in types:
+            node["maxItems"] = max(int(node.get("minItems", 0)), min(self.items, _int(node, "maxItems")))
+        if types & {"integer", "number"}:
+            if "multipleOf" in node:
+                raise UnsupportedFeatureError(
+                    f"{_where(path)} uses multipleOf (multiple_of=...), which the local constrained decoder "
+                    "cannot enforce (xgrammar ignores it for floats and wide integer ranges); drop it or "
+                    "use a Literal of the allowed values"
+                )
+            self.number(node)
+
+    def string(self, node: _Json, path: tuple[str, ...]) -> None:
+        if "format" in node:
+            raise UnsupportedFeatureError(
+                f"{_where(path)} is a string with format {node['format']!r}, which cannot be bounded for "
+                "constrained decoding; use a plain str field (with a pattern if needed)"
+            )
+        if "pattern" in node:  # plain strings are capped in tokens by the decoder
+            chars = max(int(node.get("minLength", 0)), min(self.chars, _int(node, "maxLength")))
+            node["pattern"] = _bound_pattern(str(node["pattern"]), chars, path)
+            node.pop("minLength", None)
+            node.pop("maxLength", None)
+
+    def number(self, node: _Json) -> None:
+        cap = 10**self.digits - 1
+        lo = _bound(node, "minimum", "exclusiveMinimum", max)
+        hi = _bound(node, "maximum", "exclusiveMaximum", min)
+        if lo is None:
+            node["minimum"] = -cap if hi is None else min(-cap, math.floor(hi) - 1)
+        if hi is None:
+            node["maximum"] = cap if lo is None else max(cap, math.ceil(lo) + 1)
+
+
+def _bound(
+    node: _Json, inclusive: str, exclusive: str, pick: Callable[[float, float], float]
+) -> float | None:
+    values = [float(node[k]) for k in (inclusive, exclusive) if _is_number(node.get(k))]
+    values = [v for v in values if math.isfinite(v)]
+    if not values:
+        return None
+    return pick(values[0], values[-1])
+
+
+def _int(node: Mapping[str, Any], key: str) -> int:
+    value = node.get(key)
+    return int(value) if _is_number(value) else 2**62
+
+
+_UNBOUNDED_REPEAT = re.compile(r"\{(\d+),\}")
+
+
+def _bound_pattern(pattern: str, chars: int, path: tuple[str, ...]) -> str:
+    """Cap the unbounded repeats of ``pattern`` so it matches at most ``chars`` characters when possible."""
+
+    def capped(k: int) -> str:
+        return _cap_repeats(pattern, k)
+
+    if _pattern_width(capped(0), path) > chars:
+        return capped(0)
+    lo, hi = 0, max(chars, 1)  # invariant: capped(lo) fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _pattern_width(capped(mid), path) <= chars:
+            lo = mid
+        else:
+            hi = mid - 1
+    return capped(lo)
+
+
+def _cap_repeats(pattern: str, k: int) -> str:
+    """Rewrite ``*``, ``+`` and ``{n,}`` outside character classes as repeats of at most ``max(k, n)``."""
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    after_atom = False  # a quantifier here applies to an atom (not possessive/lazy after one)
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            after_atom = True
+            continue
+        if c == "[":
+            j = i + 1
+            if j < n and pattern[j] == "^":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            out.append(pattern[i : j + 1])
+            i = j + 1
+            after_atom = True
+            continue
+        if c in "*+" and after_atom:
+            out.append(f"{{{0 if c == '*' else 1},{max(k, 1)}}}")
+            i += 1
+            after_atom = False
+            continue
+        m = _UNBOUNDED_REPEAT.match(pattern, i)
+        if m and after_atom:
+            low = int(m.group(1))
+            out.append(f"{{{low},{max(k, low)}}}")
+            i = m.end()
+            after_atom = False
+            continue
+        out.append(c)
+        i += 1
+        # after "(", "|", "^" or a "?" (a quantifier, or group syntax) nothing can be repeated
+        after_atom = c not in "(|^?"
+        if c == "{":  # a bounded repeat {n} / {n,m}: copy it whole
+            end = pattern.find("}", i)
+            if end != -1 and re.fullmatch(r"\d*,?\d*", pattern[i:end]):
+                out.append(pattern[i : end + 1])
+                i = end + 1
+                after_atom = False
+    return "".join(out)
+
+
+def _pattern_width(pattern: str, path: tuple[str, ...]) -> int:
+    """The most characters ``pattern`` can match; raises when it is unbounded or invalid."""
+    # re._parser is private but present in 3.11+ (sre_parse before): the exact width oracle.
+    sre_parse: Any = importlib.import_module("re._parser")
+    try:
+        width = int(sre_parse.parse(pattern).getwidth()[1])
+    except (re.error, OverflowError) as exc:
+        raise UnsupportedFeatureError(f"{_where(path)} has a pattern that cannot be parsed: {exc}") from exc
+    if width >= int(sre_parse.MAXREPEAT):
+        raise UnsupportedFeatureError(
+            f"{_where(path)} has a pattern {pattern!r} whose length cannot be bounded; "
+            "write it with bounded repeats such as {1,20}"
+        )
+    return width
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+class _Measure:
+    """Worst-case bytes (= tokens) of the compact JSON texts a bounded schema accepts."""
+
+    def __init__(self, root: Mapping[str, Any], string_tokens: int) -> None:
+        self.string_tokens = string_tokens
+        self.defs: Mapping[str, Any] = root.get("$defs") or {}
+        self.memo: dict[str, int] = {}
+
+    def node(self, node: Any, path: tuple[str, ...], refs: tuple[str, ...]) -> int:
+        if node is False:
+            return 0
+        if not isinstance(node, Mapping) or not node.keys() - _ANNOTATIONS:
+            raise UnsupportedFeatureError(
+                f"{_where(path)} accepts any JSON value (type Any), which cannot be bounded"
+            )
+        if "$ref" in node:
+            return self.ref(str(node["$ref"]), path, refs)
+        if "const" in node:
+            return _literal(node["const"])
+        if "enum" in node:
+            return max((_literal(v) for v in node["enum"]), default=0)
+        for key in ("anyOf", "oneOf"):
+            if key in node:
+                return max((self.node(s, path, refs) for s in node[key]), default=0)
+        if "allOf" in node:
+            if len(node["allOf"]) != 1:
+                raise UnsupportedFeatureError(
+                    f"{_where(path)} uses allOf with several schemas; this is not supported"
+                )
+            return self.node(node["allOf"][0], path, refs)
+        types = _types(node)
+        if not types:
+            raise UnsupportedFeatureError(f"{_where(path)} has no type, so it cannot be bounded")
+        return max(self.typed(t, node, path, refs) for t in types)
+
+    def ref(self, ref: str, path: tuple[str, ...], refs: tuple[str, ...]) -> int:
+        prefix = "#/$defs/"
+        name = ref[len(prefix) :]
+        if not ref.startswith(prefix) or name not in self.defs:
+            raise UnsupportedFeatureError(
+                f"{_where(path)} refers to {ref!r}; only local '#/$defs/...' refs are supported"
+            )
+        if name in refs:
+            raise UnsupportedFeatureError(
+                f"{_where(path)} makes the type {name!r} recursive; recursive output types cannot be bounded"
+            )
+        if name not in self.memo:
+            self.memo[name] = self.node(self.defs[name], path, (*refs, name))
+        return self.memo[name]
+
+    def typed(self, kind: str, node: Mapping[str, Any], path: tuple[str, ...], refs: tuple[str, ...]) -> int:
+        if kind == "null":
+            return 4
+        if kind == "boolean":
+            return 5
+        if kind in ("integer", "number"):
+            lo = _bound(dict(node), "minimum", "exclusiveMinimum", max)
+            hi = _bound(dict(node), "maximum", "exclusiveMaximum", min)
+            if lo is None or hi is None:
+                raise UnsupportedFeatureError(f"{_where(path)} is a {kind} without minimum and maximum")
+            if kind == "integer":
+                return max(len(str(math.ceil(lo))), len(str(math.floor(hi))))
+            sign = 1 if lo < 0 else 0
+            return sign + len(str(int(max(abs(lo), abs(hi))))) + 1 + FLOAT_FRACTION_DIGITS
+        if kind == "string":
+            if "pattern" in node:
+                return 2 + TOKENS_PER_CHAR * _pattern_width(str(node["pattern"]), path)
+            content = min(self.string_tokens + CLOSE_SLACK, TOKENS_PER_CHAR * _int(node, "maxLength"))
+            return 2 + max(content, TOKENS_PER_CHAR * int(node.get("minLength", 0)))
+        if kind == "array":
+            return self.array(node, path, refs)
+        if kind == "object":
+            return self.object(node, path, refs)
+        raise UnsupportedFeatureError(f"{_where(path)} has the unknown JSON type {kind!r}")
+
+    def array(self, node: Mapping[str, Any], path: tuple[str, ...], refs: tuple[str, ...]) -> int:
+        prefix = list(node.get("prefixItems") or ())
+        items = node.get("items", not prefix)
+        if items is False:
+            count, extra = len(prefix), 0
+        else:
+            if not _is_number(node.get("maxItems")):
+                raise UnsupportedFeatureError(f"{_where(path)} is an array without maxItems")
+            count = int(node["maxItems"])
+            extra = max(count - len(prefix), 0)
+        size = sum(self.node(s, (*path, f"[{i}]"), refs) for i, s in enumerate(prefix[:count]))
+        if extra:
+            size += extra * self.node(items, (*path, "[]"), refs)
+        return 2 + size + max(count - 1, 0)
+
+    def object(self, node: Mapping[str, Any], path: tuple[str, ...], refs: tuple[str, ...]) -> int:
+        extra = node.get("additionalProperties", False)
+        if extra is not False or node.get("patternProperties"):
+            raise UnsupportedFeatureError(
+                f"{_where(path)} is a dict (an object with free keys), which cannot be bounded; "
+                "use a nested Type"
+            )
+        props: Mapping[str, Any] = node.get("properties") or {}
+        size = sum(_literal(k) + 1 + self.node(v, (*path, k), refs) for k, v in props.items())
+        return 2 + size + max(len(props) - 1, 0)
+
+
+_ANNOTATIONS = frozenset(
+    {"title", "description", "default", "examples", "$comment", "deprecated", "readOnly"}
+)
+
+
+def _types(node: Mapping[str, Any]) -> set[str]:
+    kind = node.get("type")
+    if isinstance(kind, str):
+        return {kind}
+    if isinstance(kind, list):
+        return {str(k) for k in kind}
+    if "properties" in node:
+        return {"object"}
+    return set()
+
+
+def _literal(value: Any) -> int:
+    """Bytes of a JSON literal, the larger of its raw-UTF-8 and ASCII-escaped spellings."""
+    raw = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    escaped = json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+    return max(len(raw.encode()), len(escaped))
+
+
+def _is_number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _where(path: Iterable[str]) -> str:
+    parts = [p for p in path if not p.startswith(("anyOf", "oneOf", "allOf"))]
+    return f"field {'.'.join(parts)!r}" if parts else "the output type"
