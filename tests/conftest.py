@@ -17,3 +17,13 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest
             monkeypatch.delenv(name)
     monkeypatch.setenv("LLMRUN_CONFIG", "")
     monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread() -> None:
+    """The test models are tiny: a second thread only adds contention on a busy 2-core CI machine."""
+    try:
+        import torch
+    except ImportError:  # the core tests run without the local extra
+        return
+    torch.set_num_threads(1)

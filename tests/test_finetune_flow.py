@@ -19,6 +19,8 @@ COLOURS = {
     "white": ["snow", "milk", "cloud", "salt"],
 }
 QA = [{"question": f"What color is the {t}?", "answer": c} for c, things in COLOURS.items() for t in things]
+
+
 FAST = {"epochs": 30, "learning_rate": 3e-3, "batch_size": 4, "eval_fraction": 0.25, "warmup_ratio": 0.1}
 
 
