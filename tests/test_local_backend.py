@@ -204,3 +204,24 @@ def test_bad_local_options(tiny_gpt_neox_dir: Path, option: str, value: object, 
 def test_not_a_folder_nor_a_hub_id() -> None:
     with pytest.raises(ModelNotFoundError, match="not a folder with a checkpoint"):
         llmrun.load("./no/such/folder", device="cpu")
+
+
+def test_seed_snippets_run_locally_offline(
+    offline_hf_cache: TinyHFCache, monkeypatch: pytest.MonkeyPatch, no_network: None
+) -> None:
+    """The 2023 notebooks, with only the import changed, on a cached model and no network."""
+    monkeypatch.setenv("LLMRUN_MODEL", TINY_REPO_IDS["gpt_neox"])
+    monkeypatch.setenv("LLMRUN_DEVICE", "cpu")
+    from llmrun import BasicModelRunner, Context, LLMEngine, Type
+
+    model = BasicModelRunner(TINY_REPO_IDS["gpt_neox"])
+    output = model("Question: What is the highest mountain in the world? Answer:")
+    assert isinstance(output, str)
+
+    class Test(Type):
+        test_string: str = Context("just a test")
+
+    llm = LLMEngine(id="example_llm")
+    test = Test(test_string="testing")
+    result = llm(test, output_type=Test)
+    assert isinstance(result, Test)
