@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--head-dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--compile", action="store_true", help="opt-in torch.compile path (slow first call)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args(argv)
 
@@ -111,12 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model()
     t0 = time.perf_counter()
     head_dtype = None if args.head_dtype == "float32" else getattr(torch, args.head_dtype)
-    prepared = prepare_model_for_decoding(model, head_dtype=head_dtype)
+    prepared = prepare_model_for_decoding(model, head_dtype=head_dtype, compile=args.compile)
     prepare_s = time.perf_counter() - t0
     greedy = GenerationConfig(max_new_tokens=n)
     print(
         f"pythia-70m shape, float32, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-        f"path={prepared.path}, head={args.head_dtype}, prepare {prepare_s:.2f}s, "
+        f"path={prepared.path}{' compiled' if args.compile else ''}, head={args.head_dtype}, "
+        f"prepare {prepare_s:.2f}s, "
         f"tokenizer={'real' if TOKENIZER_JSON.is_file() else 'none (random ids)'}",
         flush=True,
     )
@@ -132,8 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     results: list[dict[str, Any]] = []
     for batch in args.batches:
         ids, mask = left_pad(prompt_ids(batch))
-        ours(ids, mask)  # warm-up both paths (first-call allocations, oneDNN kernels)
+        warm, _ = timed(lambda: ours(ids, mask))  # noqa: B023  # warm-up (allocations, kernels, compiling)
         plain(ids[:, -4:], mask[:, -4:])
+        if args.compile:
+            print(f"batch {batch:>3}: first call (compiles) {warm:.1f}s", flush=True)
         times: dict[str, list[float]] = {"transformers": [], "llmrun": []}
         same = True
         for _ in range(args.rounds):
