@@ -76,7 +76,7 @@ class LinearKernel:
 
     With ``layouts=True`` on a float32 CPU weight it keeps a transposed contiguous copy (for up to
     :data:`SMALL_ROWS` rows; only where the output is wider than the input, where it helps) and a
-    oneDNN-packed copy (more rows). Otherwise, and inside ``torch.compile``, it calls ``F.linear``.
+    oneDNN-packed copy (more rows; not inside ``torch.compile``). Otherwise it calls ``F.linear``.
     ``dtype`` computes in another dtype (e.g. bfloat16 for the LM head; changes numerics).
     """
 
@@ -108,15 +108,13 @@ class LinearKernel:
         """``x``: ``[N, I]`` (or ``[..., I]``); returns ``[N, O]``."""
         if x.dtype != self.dtype:
             x = x.to(self.dtype)
-        if torch.compiler.is_compiling():
-            return F.linear(x, self.weight, self.bias)
         rows = x.shape[0] if x.dim() == 2 else x.numel() // x.shape[-1]
         if rows <= SMALL_ROWS:
             if self.t_weight is not None and x.dim() == 2:
                 if self.bias is None:
                     return torch.mm(x, self.t_weight)
                 return torch.addmm(self.bias, x, self.t_weight)
-        elif self.packed is not None:
+        elif self.packed is not None and not torch.compiler.is_compiling():  # opaque to the compiler
             out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
             return out
         return F.linear(x, self.weight, self.bias)
