@@ -8,8 +8,10 @@ on the spot. The LM head rows of the ids past the tokenizer's vocabulary (embedd
 zeroed, so neither path ever picks them (as with trained weights) and greedy texts can be compared.
 
 Both paths take strings and return strings (tokenizing and decoding included) and run in this
-process, interleaved round by round (the order alternating), so a busy machine slows both alike;
-every figure is the median of the rounds.
+process, interleaved round by round (the order alternating). On a shared machine a round counts
+only when other processes used at most 15% of the CPU during it (measured from ``/proc/stat``);
+rounds go on until ``--rounds`` are clean or twice as many ran. Figures are medians of the clean
+rounds.
 
 - **throughput**: tokens/s at batch 1, 8 and 32 with 64 new tokens, greedy: plain
   ``model.generate`` (left-padded) vs ``runner(prompts)``; their ratio; whether the texts are equal.
@@ -34,7 +36,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -54,6 +55,10 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PYTHIA_TOKENIZER = ROOT.parent / "shared" / "assets" / "tokenizers" / "pythia" / "tokenizer.json"
 DEFAULT_JSON = HERE / "results" / "generate.json"
+#: A round counts ("clean") when other processes used at most this share of the CPU during its calls.
+CLEAN_SHARE = 0.15
+#: Tokens each time-to-first-token call generates (the rest of the stream is drained untimed).
+TTFT_NEW_TOKENS = 16
 
 PROMPTS = [
     "Question: What is the highest mountain in the world? Answer:",
@@ -262,7 +267,7 @@ def counting_decoded_tokens() -> Iterator[list[list[int]]]:
         counts.append([len(r) for r in rows])
         return rows
 
-    decode.generate_tokens = counted  # type: ignore[assignment]
+    decode.generate_tokens = counted
     try:
         yield counts
     finally:
@@ -275,36 +280,84 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return time.perf_counter() - start, out
 
 
-def cpu_busy(seconds: float = 1.0) -> float | None:
-    """Share of all cores busy over ``seconds`` (from ``/proc/stat``); None where there is no such file."""
-
-    def sample() -> tuple[int, int]:
+def _cpu_ticks() -> tuple[int, int, int] | None:
+    """(all cores' total ticks, their busy ticks, this process's ticks), or None without ``/proc``."""
+    try:
         with open("/proc/stat") as f:
             ticks = [int(v) for v in f.readline().split()[1:]]
-        return sum(ticks), ticks[3] + ticks[4]  # total, idle + iowait
-
-    try:
-        total0, idle0 = sample()
-        time.sleep(seconds)
-        total1, idle1 = sample()
+        with open("/proc/self/stat") as f:
+            own = f.read().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return 1 - (idle1 - idle0) / max(1, total1 - total0)
+    total = sum(ticks[:8])  # user nice system idle iowait irq softirq steal
+    return total, total - ticks[3] - ticks[4], int(own[11]) + int(own[12])  # utime + stime
 
 
-def wait_for_quiet(max_wait_s: float, threshold: float = 0.3) -> dict[str, float | None]:
-    """Wait (up to ``max_wait_s``) until other processes leave the CPU mostly idle; this process is
-    idle meanwhile, so what ``cpu_busy`` sees is theirs. Returns the wait and the last busy share."""
-    if max_wait_s <= 0:
-        return {"waited_s": 0.0, "others_busy": None}
-    start = time.perf_counter()
-    busy = cpu_busy()
-    while busy is not None and busy > threshold and time.perf_counter() - start < max_wait_s:
-        busy = cpu_busy(2.0)
-    return {
-        "waited_s": round(time.perf_counter() - start, 1),
-        "others_busy": None if busy is None else round(busy, 2),
-    }
+def others_share(before: tuple[int, int, int] | None, after: tuple[int, int, int] | None) -> float | None:
+    """Share of the machine's CPU that other processes used between two :func:`_cpu_ticks`."""
+    if before is None or after is None or after[0] - before[0] < 20:  # too short to tell (10 ms ticks)
+        return None
+    theirs = (after[1] - before[1]) - (after[2] - before[2])
+    return round(max(0, theirs) / (after[0] - before[0]), 3)
+
+
+def wait_for_quiet(max_wait_s: float, threshold: float = CLEAN_SHARE) -> None:
+    """Wait (up to ``max_wait_s``) until other processes leave the CPU mostly idle."""
+    deadline = time.perf_counter() + max_wait_s
+    while time.perf_counter() < deadline:
+        before = _cpu_ticks()
+        time.sleep(0.5)
+        share = others_share(before, _cpu_ticks())
+        if share is None or share <= threshold:
+            return
+
+
+@dataclass
+class Rounds:
+    """Seconds of each call per round, and whether other processes left each round alone."""
+
+    times: dict[str, list[float]]
+    others: list[float | None]  # the most other processes used of the CPU during a call of the round
+
+    @property
+    def clean(self) -> list[bool]:
+        return [o is None or o <= CLEAN_SHARE for o in self.others]
+
+    def median(self, name: str) -> float:
+        """Median over the clean rounds (all rounds where none was clean)."""
+        picked = [t for t, ok in zip(self.times[name], self.clean, strict=True) if ok] or self.times[name]
+        return statistics.median(picked)
+
+    def best(self, name: str) -> float:
+        return min(self.times[name])
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "runs_s": {k: [round(v, 5) for v in vs] for k, vs in self.times.items()},
+            "others_cpu_share": self.others,
+            "clean_rounds": sum(self.clean),
+        }
+
+
+def interleave(calls: dict[str, Callable[[], Any]], rounds: int, quiet_wait_s: float) -> Rounds:
+    """Time each call once per round, the order alternating, until ``rounds`` rounds were clean
+    (other processes used at most :data:`CLEAN_SHARE` of the CPU during each call) or twice as many
+    rounds were run. Before each round, waits up to ``quiet_wait_s`` for a quiet machine."""
+    result = Rounds({name: [] for name in calls}, [])
+    order = list(calls.items())
+    r = 0
+    while sum(result.clean) < rounds and r < (2 * rounds if quiet_wait_s > 0 else rounds):
+        wait_for_quiet(quiet_wait_s)
+        shares: list[float] = []
+        for name, fn in order if r % 2 == 0 else order[::-1]:
+            before = _cpu_ticks()
+            result.times[name].append(timed(fn)[0])
+            share = others_share(before, _cpu_ticks())
+            if share is not None:
+                shares.append(share)
+        result.others.append(max(shares) if shares else None)
+        r += 1
+    return result
 
 
 def prompts_for(batch: int) -> list[str]:
@@ -321,55 +374,41 @@ def questions_for(batch: int) -> list[Question]:
 def measure_throughput(plain: PlainTransformers, runner: Any, s: Settings) -> list[dict[str, Any]]:
     """(a) and (b): tokens/s of both paths per batch size, interleaved round by round."""
     n = s.new_tokens
-    runs: dict[int, dict[str, list[float]]] = {b: {"transformers": [], "llmrun": []} for b in s.batches}
-    tokens: dict[int, int] = {}
-    equal: dict[int, bool] = {}
-    for b in s.batches:  # warm-up: first-call allocations and oneDNN kernels of each shape
-        texts, counts = plain.generate(prompts_for(b), n)
-        ours = runner(prompts_for(b), max_new_tokens=n)
-        tokens[b] = sum(counts)
-        equal[b] = ours == texts
-    quiet = []
-    for r in range(s.rounds):
-        quiet.append(wait_for_quiet(s.quiet_wait_s))
-        for b in s.batches:
-            prompts = prompts_for(b)
-            steps: list[tuple[str, Callable[[], Any]]] = [
-                ("transformers", lambda p=prompts: plain.generate(p, n)),
-                ("llmrun", lambda p=prompts: runner(p, max_new_tokens=n)),
-            ]
-            for name, fn in steps if r % 2 == 0 else steps[::-1]:
-                runs[b][name].append(timed(fn)[0])
     rows = []
     for b in s.batches:
-        t_plain, t_ours = statistics.median(runs[b]["transformers"]), statistics.median(runs[b]["llmrun"])
+        prompts = prompts_for(b)
+        texts, counts = plain.generate(prompts, n)  # warm-up: first-call allocations, oneDNN kernels
+        equal = runner(prompts, max_new_tokens=n) == texts
+        tokens = sum(counts)
+        rounds = interleave(
+            {
+                "transformers": lambda p=prompts: plain.generate(p, n),
+                "llmrun": lambda p=prompts: runner(p, max_new_tokens=n),
+            },
+            s.rounds,
+            s.quiet_wait_s,
+        )
+        t_plain, t_ours = rounds.median("transformers"), rounds.median("llmrun")
         rows.append(
             {
                 "batch": b,
                 "new_tokens": n,
-                "tokens": tokens[b],
-                "transformers_tok_s": round(tokens[b] / t_plain, 1),
-                "llmrun_tok_s": round(tokens[b] / t_ours, 1),
+                "tokens": tokens,
+                "transformers_tok_s": round(tokens / t_plain, 1),
+                "llmrun_tok_s": round(tokens / t_ours, 1),
                 "ratio": round(t_plain / t_ours, 2),
-                "best_ratio": round(min(runs[b]["transformers"]) / min(runs[b]["llmrun"]), 2),
-                "round_ratios": [round(a / c, 2) for a, c in zip(*runs[b].values(), strict=True)],
-                "greedy_texts_equal": equal[b],
-                "runs_s": {k: [round(v, 4) for v in vs] for k, vs in runs[b].items()},
+                "best_ratio": round(rounds.best("transformers") / rounds.best("llmrun"), 2),
+                "greedy_texts_equal": equal,
+                **rounds.report(),
             }
         )
         print(
             f"  batch {b:>3}: transformers {rows[-1]['transformers_tok_s']:8.1f} tok/s   "
-            f"llmrun {rows[-1]['llmrun_tok_s']:8.1f} tok/s   x{rows[-1]['ratio']:.2f}   "
-            f"texts equal: {equal[b]}",
+            f"llmrun {rows[-1]['llmrun_tok_s']:8.1f} tok/s   x{rows[-1]['ratio']:.2f} "
+            f"(best rounds x{rows[-1]['best_ratio']:.2f}; {rows[-1]['clean_rounds']} clean rounds of "
+            f"{len(rounds.others)})   texts equal: {equal}",
             flush=True,
         )
-    print(
-        "  (others' CPU share before each round: "
-        f"{[q['others_busy'] for q in quiet]}; waited {sum(q['waited_s'] or 0 for q in quiet):.0f} s)",
-        flush=True,
-    )
-    for row in rows:
-        row["others_cpu_busy_per_round"] = [q["others_busy"] for q in quiet]
     return rows
 
 
@@ -389,16 +428,15 @@ def measure_typed(runner: Any, s: Settings) -> list[dict[str, Any]]:
         with counting_decoded_tokens() as counts:
             runner(rendered, max_new_tokens=steps)
         untyped_counts = counts[-1]
-        runs: dict[str, list[float]] = {"typed": [], "untyped": []}
-        for r in range(s.typed_rounds):
-            wait_for_quiet(s.quiet_wait_s)
-            calls: list[tuple[str, Callable[[], Any]]] = [
-                ("typed", lambda q=questions: runner(q, output_type=Answer, max_new_tokens=n)),
-                ("untyped", lambda p=rendered, k=steps: runner(p, max_new_tokens=k)),
-            ]
-            for name, fn in calls if r % 2 == 0 else calls[::-1]:
-                runs[name].append(timed(fn)[0])
-        t_typed, t_untyped = statistics.median(runs["typed"]), statistics.median(runs["untyped"])
+        rounds = interleave(
+            {
+                "typed": lambda q=questions: runner(q, output_type=Answer, max_new_tokens=n),
+                "untyped": lambda p=rendered, k=steps: runner(p, max_new_tokens=k),
+            },
+            s.typed_rounds,
+            s.quiet_wait_s,
+        )
+        t_typed, t_untyped = rounds.median("typed"), rounds.median("untyped")
         typed_tokens, untyped_tokens = sum(typed_counts), sum(untyped_counts)
         per_typed, per_untyped = t_typed / typed_tokens, t_untyped / untyped_tokens
         rows.append(
@@ -413,7 +451,7 @@ def measure_typed(runner: Any, s: Settings) -> list[dict[str, Any]]:
                 "overhead_per_token_pct": round((per_typed / per_untyped - 1) * 100, 1),
                 "overhead_per_step_pct": round((t_typed / t_untyped - 1) * 100, 1),
                 "all_valid": all(isinstance(a, Answer) for a in answers),
-                "runs_s": {k: [round(v, 4) for v in vs] for k, vs in runs.items()},
+                **rounds.report(),
             }
         )
         print(
@@ -428,20 +466,21 @@ def measure_typed(runner: Any, s: Settings) -> list[dict[str, Any]]:
 
 def measure_ttft(plain: PlainTransformers, runner: Any, s: Settings) -> dict[str, Any]:
     """(e): time to the first text piece when streaming one prompt."""
-    prompt, n = PROMPTS[0], s.new_tokens
+    prompt, n = PROMPTS[0], min(s.new_tokens, TTFT_NEW_TOKENS)  # only the first piece is timed
     plain.first_text_s(prompt, n)  # warm-up
     runner_first_text_s(runner, prompt, n)
     runs: dict[str, list[float]] = {"transformers": [], "llmrun": []}
-    for r in range(s.rounds):
-        calls: list[tuple[str, Callable[[], float]]] = [
-            ("transformers", lambda: plain.first_text_s(prompt, n)),
-            ("llmrun", lambda: runner_first_text_s(runner, prompt, n)),
-        ]
+    calls: list[tuple[str, Callable[[], float]]] = [
+        ("transformers", lambda: plain.first_text_s(prompt, n)),
+        ("llmrun", lambda: runner_first_text_s(runner, prompt, n)),
+    ]
+    for r in range(s.rounds):  # the time is measured inside each call (the first piece, not the whole)
         for name, fn in calls if r % 2 == 0 else calls[::-1]:
             runs[name].append(fn())
     t_plain, t_ours = statistics.median(runs["transformers"]), statistics.median(runs["llmrun"])
     result = {
         "prompt_tokens": len(plain.tokenizer(prompt)["input_ids"]),
+        "new_tokens": n,
         "transformers_ms": round(t_plain * 1e3, 2),
         "llmrun_ms": round(t_ours * 1e3, 2),
         "ratio": round(t_plain / t_ours, 2),
@@ -565,6 +604,8 @@ def reset_peak_rss() -> str:
 def peak_rss_mib(method: str) -> float:
     if method == "VmHWM":
         return _status_mib("VmHWM")
+    import resource  # POSIX only
+
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if platform.system() == "Darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
 

@@ -405,7 +405,12 @@ def parse_settings(argv: list[str] | None) -> tuple[Settings, Path]:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (--tiny: 1)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"default: {DEFAULT_JSON}")
     args = parser.parse_args(argv)
-    device = torch.device(args.device or ("cpu" if args.tiny or not torch.cuda.is_available() else "cuda"))
+    if not args.tiny and args.device is None and not torch.cuda.is_available():
+        parser.error(
+            "no CUDA device here: the Llama-2-7b shape needs a GPU (27 GB in float32 on a CPU); "
+            "use --tiny for the CPU check, or --device cpu to build it on the CPU anyway"
+        )
+    device = torch.device(args.device or ("cpu" if args.tiny else "cuda"))
     dtype_name = args.dtype or ("bfloat16" if device.type == "cuda" else "float32")
     threads = args.threads if args.threads is not None else 1 if args.tiny else None
     if threads is not None:
