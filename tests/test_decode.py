@@ -350,7 +350,37 @@ def test_constraint_is_honoured(models: dict[str, Any], family: str) -> None:
     got = ours(model, rows, n=N, eos_token_ids=[], constraint=constraint)
     assert [len(g) for g in got] == [3, 6, 1, 4]
     assert all(t in allowed for g in got for t in g)
-    assert set(constraint.seen_batch_sizes) == {len(rows)}  # always the full batch
+    assert set(constraint.seen_batch_sizes) == {len(rows)}  # no select_rows: always the full batch
+
+
+class SelectableAllowedTokens(AllowedTokens):
+    """The same test double with ``select_rows``: it then sees only the rows still running."""
+
+    def __init__(self, allowed: list[int], k: list[int]) -> None:
+        super().__init__(allowed, k)
+        self.rows = list(range(len(k)))  # original row of each row of the current batch
+
+    def advance(self, tokens: Any) -> None:
+        assert tokens.shape == (len(self.rows),)
+        for row, token in zip(self.rows, tokens.tolist(), strict=True):
+            if self.count[row] < self.k[row]:
+                assert token in self.allowed
+                self.count[row] += 1
+
+    def select_rows(self, index: Any) -> None:
+        self.rows = [self.rows[j] for j in index.tolist()]
+
+
+@pytest.mark.parametrize("family", ["gpt_neox", "llama"])
+def test_a_constraint_that_selects_rows_lets_stopped_rows_leave(models: dict[str, Any], family: str) -> None:
+    model = models[family]
+    rows = prompts(vocab_of(model))
+    allowed, k = [7, 11, 19, 23], [3, 6, 1, 4]
+    whole = ours(model, rows, n=N, eos_token_ids=[], constraint=AllowedTokens(allowed, k))
+    constraint = SelectableAllowedTokens(allowed, k)
+    got = ours(model, rows, n=N, eos_token_ids=[], constraint=constraint)
+    assert got == whole
+    assert constraint.seen_batch_sizes == [4, 3, 3, 2, 1, 1]  # rows leave after 1, 3 and 4 tokens
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -513,6 +513,56 @@ def test_finished_rows_are_left_alone(tokenizer: Any) -> None:
     assert torch.equal(logits, torch.zeros(2, width))
 
 
+def test_rows_that_leave_the_batch_keep_their_results(tokenizer: Any) -> None:
+    """Finished rows dropped with select_rows: the others decode exactly as in the whole batch."""
+    budget, width, batch = 96, _width(tokenizer), 4
+
+    def row_logits(step: int, row: int) -> Any:
+        gen = torch.Generator().manual_seed(step * 1000 + row)
+        return torch.randn(width, generator=gen)  # [V]
+
+    def run(select: bool) -> tuple[list[list[int]], list[bool], list[int]]:
+        constraint = grammar.json_constraint(tokenizer, _schema(Choice), batch, width, max_new_tokens=budget)
+        rows, out, sizes = list(range(batch)), [[] for _ in range(batch)], []
+        for step in range(budget):
+            logits = torch.stack([row_logits(step, row) for row in rows])  # [b, V]
+            sizes.append(len(rows))
+            constraint.mask_logits(logits)
+            chosen = logits.argmax(dim=-1)  # [b]
+            running = [not constraint.finished()[row] for row in rows]
+            constraint.advance(chosen)
+            for j, row in enumerate(rows):
+                if running[j]:
+                    out[row].append(int(chosen[j]))
+            done = constraint.finished()
+            if all(done):
+                break
+            if select:
+                keep = [j for j, row in enumerate(rows) if not done[row]]
+                constraint.select_rows(torch.tensor(keep))
+                rows = [rows[j] for j in keep]
+        return out, constraint.finished(), sizes
+
+    whole, whole_done, whole_sizes = run(select=False)
+    shrunk, shrunk_done, sizes = run(select=True)
+    assert shrunk == whole
+    assert shrunk_done == whole_done == [True] * batch  # reported for the original rows
+    assert set(whole_sizes) == {batch}
+    assert sizes[0] == batch
+    assert sizes[-1] < batch
+    for tokens in shrunk:
+        assert Choice.model_validate_json(tokenizer.decode(tokens))
+
+
+def test_select_rows_rejects_positions_outside_the_batch(tokenizer: Any) -> None:
+    constraint = grammar.json_constraint(tokenizer, _schema(Flat), 2, _width(tokenizer), max_new_tokens=128)
+    with pytest.raises(GenerationError, match="select_rows"):
+        constraint.select_rows(torch.tensor([2]))
+    constraint.select_rows(torch.tensor([1]))
+    with pytest.raises(GenerationError, match="logits of shape"):
+        constraint.mask_logits(torch.zeros(2, _width(tokenizer)))
+
+
 def test_misuse_is_reported(tokenizer: Any) -> None:
     width = _width(tokenizer)
     constraint = grammar.json_constraint(tokenizer, _schema(Flat), 2, width, max_new_tokens=128)

@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--backend", help="local (default), lamini, fake, or an installed plugin")
     run.add_argument("--device", help="local backend: auto (default), cpu, cuda, cuda:N")
     run.add_argument("--dtype", help="local backend: auto (default), float32, bfloat16, float16")
+    run.add_argument("--quantize", help="local backend: none (default) or int8 (CPU, approximate)")
     run.add_argument("--max-new-tokens", type=int, help="most tokens to generate per prompt (default 128)")
     run.add_argument("--temperature", type=float, help="0 (default) is greedy and deterministic")
     run.add_argument("--top-p", type=float, help="nucleus sampling, in (0, 1]")
@@ -126,7 +127,8 @@ def _run(args: argparse.Namespace) -> int:
     from llmrun.registry import load
 
     prompts = _read_prompts(args.prompts, args.file)
-    options: dict[str, Any] = {k: v for k, v in (("device", args.device), ("dtype", args.dtype)) if v}
+    local = (("device", args.device), ("dtype", args.dtype), ("quantize", args.quantize))
+    options: dict[str, Any] = {k: v for k, v in local if v}
     runner = load(args.model, args.backend, **options)
     overrides = {
         "max_new_tokens": args.max_new_tokens,

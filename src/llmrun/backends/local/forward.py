@@ -179,14 +179,20 @@ class _RMSNorm:
         return self.weight * (h if dtype == torch.float32 else h.to(dtype))
 
 
+#: A linear layer as the native forward calls it: ``[..., I]`` -> ``[..., O]``.
+Linear = Callable[[torch.Tensor], torch.Tensor]
+#: Builds the :data:`Linear` of one or more ``nn.Linear`` of the same input (outputs concatenated).
+LinearFactory = Callable[[Sequence[nn.Linear]], Linear]
+
+
 @dataclass
 class _NeoxLayer:
     ln1: _LayerNorm
     ln2: _LayerNorm
-    qkv: LinearKernel
-    dense: LinearKernel
-    fc_in: LinearKernel
-    fc_out: LinearKernel
+    qkv: Linear
+    dense: Linear
+    fc_in: Linear
+    fc_out: Linear
     act: Callable[[torch.Tensor], torch.Tensor]
     parallel: bool
 
@@ -195,10 +201,10 @@ class _NeoxLayer:
 class _LlamaLayer:
     norm1: _RMSNorm
     norm2: _RMSNorm
-    qkv: Callable[[torch.Tensor], torch.Tensor]  # q, k and v projections, outputs concatenated
-    o: LinearKernel
-    gate_up: Callable[[torch.Tensor], torch.Tensor]  # gate and up projections, outputs concatenated
-    down: LinearKernel
+    qkv: Linear  # q, k and v projections, outputs concatenated
+    o: Linear
+    gate_up: Linear  # gate and up projections, outputs concatenated
+    down: Linear
     act: Callable[[torch.Tensor], torch.Tensor]
 
 
@@ -227,7 +233,7 @@ class Decoder:
 
     model_ref: weakref.ref[nn.Module]
     #: The LM head, or None when the generic path calls the whole model for logits.
-    head: LinearKernel | None
+    head: Linear | None
     #: The base (decoder) module: ``model.gpt_neox``, ``model.model``, ...
     base: nn.Module
     fingerprint: tuple[Any, ...]
@@ -293,6 +299,7 @@ def build_decoder(
     layouts: bool | None = None,
     head_dtype: torch.dtype | None = None,
     compile: bool = False,
+    quantize: str = "none",
 ) -> Decoder:
     """Prepare ``model`` (a transformers causal LM) for :class:`Session` decoding.
 
@@ -301,6 +308,9 @@ def build_decoder(
     :data:`AUTO_LAYOUTS_MAX_BYTES`). ``head_dtype``: run the LM head in this dtype.
     ``compile``: run the native decode step under ``torch.compile`` with a static-shape KV cache
     (compiles on first use for each batch size and cache length; the generic path ignores it).
+    ``quantize="int8"``: every linear layer and the LM head of the native forward with int8
+    weights (:mod:`.quantize`); needs the native forward on the CPU, else
+    :class:`~llmrun.errors.UnsupportedFeatureError`.
     """
     hf: Any = model
     if layouts is None:
@@ -311,11 +321,16 @@ def build_decoder(
     fingerprint = _fingerprint(model)
     get_head = getattr(hf, "get_output_embeddings", None)
     head_module = get_head() if callable(get_head) else None
+    plain_head = (
+        head_module if type(head_module) is nn.Linear and model_type in PLAIN_HEAD_MODEL_TYPES else None
+    )
+    if quantize == "int8":
+        return _build_int8(model, hf, base, model_type, fingerprint, plain_head if native else None, compile)
     head = None
-    if type(head_module) is nn.Linear and model_type in PLAIN_HEAD_MODEL_TYPES:
-        head = LinearKernel(head_module.weight, head_module.bias, layouts=layouts, dtype=head_dtype)
+    if plain_head is not None:
+        head = LinearKernel(plain_head.weight, plain_head.bias, layouts=layouts, dtype=head_dtype)
     if native and head is not None:
-        spec = _build_native(hf, base, model_type, layouts)
+        spec = _build_native(hf, base, model_type, _float_linears(layouts))
         if spec is not None:
             compiled = torch.compile(decode_step, fullgraph=True) if compile else None
             return Decoder(weakref.ref(model), head, base, fingerprint, native=spec, compiled_step=compiled)
@@ -323,6 +338,47 @@ def build_decoder(
     cache_kwarg = "cache" if "cache" in params else "past_key_values"
     keep = "logits_to_keep" in inspect.signature(model.forward).parameters
     return Decoder(weakref.ref(model), head, base, fingerprint, cache_kwarg=cache_kwarg, logits_to_keep=keep)
+
+
+def _build_int8(
+    model: nn.Module,
+    hf: Any,
+    base: nn.Module,
+    model_type: str,
+    fingerprint: tuple[Any, ...],
+    head_module: Any,
+    compile: bool,
+) -> Decoder:
+    from llmrun.backends.local.quantize import Int8Linear
+    from llmrun.errors import UnsupportedFeatureError
+
+    device = next(model.parameters()).device
+    if device.type != "cpu":
+        raise UnsupportedFeatureError(
+            f"quantize='int8' is a CPU fast path, but the model is on {device}; "
+            "on a GPU use dtype='bfloat16' (or float16) instead"
+        )
+    spec = _build_native(hf, base, model_type, Int8Linear) if head_module is not None else None
+    if spec is None:
+        raise UnsupportedFeatureError(
+            f"quantize='int8' needs llmrun's own forward (gpt_neox or llama models built from plain "
+            f"nn.Linear layers); this {type(model).__name__} ({model_type or 'unknown type'}) runs through "
+            "transformers' forward, so use quantize='none'"
+        )
+    compiled = torch.compile(decode_step, fullgraph=True) if compile else None
+    head = Int8Linear([head_module])
+    return Decoder(weakref.ref(model), head, base, fingerprint, native=spec, compiled_step=compiled)
+
+
+def _float_linears(layouts: bool) -> LinearFactory:
+    """The model's own float weights, with the extra CPU layouts when ``layouts``."""
+
+    def make(linears: Sequence[nn.Linear]) -> Linear:
+        if len(linears) == 1:
+            return LinearKernel(linears[0].weight, linears[0].bias, layouts=layouts)
+        return fused_linear(linears, layouts=layouts)
+
+    return make
 
 
 def _base_model(model: nn.Module) -> nn.Module:
@@ -342,7 +398,7 @@ def _plain_linears(*modules: Any) -> bool:
     return all(type(m) is nn.Linear for m in modules)
 
 
-def _build_native(model: Any, base: Any, model_type: str, layouts: bool) -> _Native | None:
+def _build_native(model: Any, base: Any, model_type: str, make: LinearFactory) -> _Native | None:
     """The native forward's weights, or None where the model is not one it computes exactly."""
     config = model.config
     embed = getattr(base, "embed_in" if model_type == "gpt_neox" else "embed_tokens", None)
@@ -352,14 +408,14 @@ def _build_native(model: Any, base: Any, model_type: str, layouts: bool) -> _Nat
     if getattr(rotary, "rope_type", "default") not in _STATIC_ROPE_TYPES:
         return None
     if model_type == "gpt_neox":
-        return _build_neox(config, base, embed, rotary, layouts)
+        return _build_neox(config, base, embed, rotary, make)
     if model_type == "llama":
-        return _build_llama(config, base, embed, rotary, layouts)
+        return _build_llama(config, base, embed, rotary, make)
     return None
 
 
 def _build_neox(
-    config: Any, base: Any, embed: nn.Embedding, rotary: nn.Module, layouts: bool
+    config: Any, base: Any, embed: nn.Embedding, rotary: nn.Module, make: LinearFactory
 ) -> _Native | None:
     final = getattr(base, "final_layer_norm", None)
     if type(final) is not nn.LayerNorm:
@@ -372,7 +428,7 @@ def _build_neox(
         norms = (layer.input_layernorm, layer.post_attention_layernorm)
         if not _plain_linears(*linears) or any(type(n) is not nn.LayerNorm for n in norms):
             return None
-        qkv, dense, fc_in, fc_out = (LinearKernel(lin.weight, lin.bias, layouts=layouts) for lin in linears)
+        qkv, dense, fc_in, fc_out = (make([lin]) for lin in linears)
         ln1, ln2 = (_LayerNorm.of(n) for n in norms)
         layers.append(
             _NeoxLayer(
@@ -388,7 +444,7 @@ def _build_neox(
 
 
 def _build_llama(
-    config: Any, base: Any, embed: nn.Embedding, rotary: nn.Module, layouts: bool
+    config: Any, base: Any, embed: nn.Embedding, rotary: nn.Module, make: LinearFactory
 ) -> _Native | None:
     final = getattr(base, "norm", None)
     if getattr(config, "pretraining_tp", 1) != 1 or not _is_rms_norm(final):
@@ -405,10 +461,10 @@ def _build_llama(
             _LlamaLayer(
                 _RMSNorm.of(norms[0]),
                 _RMSNorm.of(norms[1]),
-                fused_linear([att.q_proj, att.k_proj, att.v_proj], layouts=layouts),
-                LinearKernel(att.o_proj.weight, att.o_proj.bias, layouts=layouts),
-                fused_linear([mlp.gate_proj, mlp.up_proj], layouts=layouts),
-                LinearKernel(mlp.down_proj.weight, mlp.down_proj.bias, layouts=layouts),
+                make([att.q_proj, att.k_proj, att.v_proj]),
+                make([att.o_proj]),
+                make([mlp.gate_proj, mlp.up_proj]),
+                make([mlp.down_proj]),
                 mlp.act_fn.forward,
             )
         )
@@ -449,7 +505,7 @@ class _NativeSession:
     def __init__(
         self,
         spec: _Native,
-        head: LinearKernel,
+        head: Linear,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         max_new_tokens: int,
@@ -603,7 +659,7 @@ class _NativeSession:
 
 def decode_step(
     spec: _Native,
-    head: LinearKernel,
+    head: Linear,
     tokens: torch.Tensor,
     positions: torch.Tensor,
     t: int | torch.Tensor,

@@ -255,7 +255,8 @@ class JsonSchemaConstraint:
     ``string_tokens`` caps each string's content (``None``: no cap). The next-token bitmask
     ``[B, ceil(V / 32)]`` is filled right after each ``advance`` (and at construction), so
     ``finished`` knows when a row's JSON is closed: only stop tokens can follow. Finished
-    rows are left alone.
+    rows are left alone. After :meth:`select_rows` the logits and tokens cover only the kept
+    rows; :meth:`finished` still reports every row of the original batch.
     """
 
     def __init__(
@@ -277,25 +278,33 @@ class JsonSchemaConstraint:
         self._state = [_OUT] * batch_size  # string state of each row
         self._spent = [0] * batch_size  # tokens of content in the row's open string
         self._after_ed = [False] * batch_size  # the row's text ends in a lone 0xED lead byte
+        self._rows = list(range(batch_size))  # the original row of each row of the current batch
         self._fill(list(range(batch_size)))
+
+    def select_rows(self, index: torch.Tensor) -> None:
+        """Keep only the rows at ``index`` (positions in the current batch), as the decode loop does."""
+        positions = [int(j) for j in index.reshape(-1).tolist()]
+        if any(j < 0 or j >= len(self._rows) for j in positions):
+            raise GenerationError(f"select_rows() got {positions} for a batch of {len(self._rows)} rows")
+        self._rows = [self._rows[j] for j in positions]
 
     def mask_logits(self, logits: torch.Tensor) -> None:
         """Set the logits of tokens the grammar forbids to ``-inf``, in place, for running rows."""
-        width = self.compiled.vocab_size
-        if logits.dim() != 2 or logits.shape[0] != self.batch_size or logits.shape[1] < width:
+        width, batch = self.compiled.vocab_size, len(self._rows)
+        if logits.dim() != 2 or logits.shape[0] != batch or logits.shape[1] < width:
             raise GenerationError(
                 f"logits of shape {tuple(logits.shape)} do not fit this constraint: expected "
-                f"[{self.batch_size}, >= {width}] (batch size, model vocabulary)"
+                f"[{batch}, >= {width}] (batch size, model vocabulary)"
             )
-        running = [row for row, done in enumerate(self._done) if not done]
+        running = [j for j, row in enumerate(self._rows) if not self._done[row]]
         if not running:
             return
-        indices = None if len(running) == self.batch_size else running
+        indices = None if len(running) == batch else running
         if logits.device.type == "cpu" and logits.dtype == torch.float32:
-            for row in running:
-                self.compiled.masks.apply(logits[row, :width], self._bitmask[row])  # [V]
+            for j in running:
+                self.compiled.masks.apply(logits[j, :width], self._bitmask[self._rows[j]])  # [V]
         else:
-            bitmask = self._bitmask
+            bitmask = self._bitmask if batch == self.batch_size else self._bitmask[self._rows]  # [b, W]
             backend: _Backend = "cpu"
             if logits.device.type != "cpu":
                 bitmask = bitmask.to(logits.device, non_blocking=True)
@@ -308,16 +317,16 @@ class JsonSchemaConstraint:
             logits[rows, width:] = float("-inf")
 
     def advance(self, tokens: torch.Tensor) -> None:
-        """Feed each running row its chosen token (``tokens``: ``[B]``); finished rows are ignored."""
-        ids = tokens.reshape(-1).tolist()  # [B]
-        if len(ids) != self.batch_size:
-            raise GenerationError(f"advance() got {len(ids)} tokens for a batch of {self.batch_size} rows")
+        """Feed each running row its chosen token (``tokens``: ``[b]``); finished rows are ignored."""
+        ids = tokens.reshape(-1).tolist()  # [b]
+        if len(ids) != len(self._rows):
+            raise GenerationError(f"advance() got {len(ids)} tokens for a batch of {len(self._rows)} rows")
         tables = self._tables
         running: list[int] = []
-        for row, done in enumerate(self._done):
-            if done:
+        for row, token in zip(self._rows, ids, strict=True):
+            if self._done[row]:
                 continue
-            matcher, token, state = self._matchers[row], int(ids[row]), self._state[row]
+            matcher, token, state = self._matchers[row], int(token), self._state[row]
             if not matcher.accept_token(token):
                 raise GenerationError(
                     f"token {token} in row {row} is not allowed by the output grammar; "

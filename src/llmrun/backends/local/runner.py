@@ -12,7 +12,14 @@ import torch
 
 from llmrun.backends.local import decode
 from llmrun.backends.local.loading import LoadSettings, load_model_and_tokenizer
-from llmrun.errors import ConfigurationError, IncompleteOutputError, PromptTooLongError
+from llmrun.backends.local.quantize import check_quantize
+from llmrun.errors import (
+    ConfigurationError,
+    IncompleteOutputError,
+    InvalidInputError,
+    PromptTooLongError,
+    UnsupportedFeatureError,
+)
 from llmrun.generation import GenerationConfig
 from llmrun.runner import CompletionRequest, ModelRunner
 from llmrun.schema import Type
@@ -27,8 +34,10 @@ class LocalRunner(ModelRunner):
     ``allow_pickle`` (load ``.bin`` weights), ``revision``, ``cache_dir``,
     ``max_batch_size`` (prompts per forward pass), ``truncate_prompt``
     (drop the start of prompts that do not fit the context instead of failing),
-    ``runs_dir`` (where :meth:`train` writes its run directories) and
-    ``progress`` (show a progress bar while training).
+    ``runs_dir`` (where :meth:`train` writes its run directories),
+    ``progress`` (show a progress bar while training) and ``quantize``
+    (``none``, or ``int8``: int8 weights in the CPU decode loop, faster at small
+    batches, changes numerics; see the speed guide).
     """
 
     backend_name: ClassVar[str] = "local"
@@ -49,18 +58,23 @@ class LocalRunner(ModelRunner):
         truncate_prompt: bool = False,
         runs_dir: str = "llmrun-runs",
         progress: bool = True,
+        quantize: str = "none",
     ) -> None:
         super().__init__(model_name, generation=generation, template=template)
         if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
             raise ConfigurationError(f"max_batch_size={max_batch_size!r} is invalid: use a positive integer")
         self.max_batch_size = max_batch_size
+        try:
+            self.quantize = check_quantize(quantize)
+        except InvalidInputError as exc:
+            raise ConfigurationError(str(exc)) from None
         self.truncate_prompt = bool(truncate_prompt)
         self.runs_dir = Path(runs_dir)
         self.progress = bool(progress)
         self._train_options: TrainOptions | None = None
         self.settings = LoadSettings(device, dtype, trust_remote_code, allow_pickle, revision, cache_dir)
         self.model, self.tokenizer, self.device = load_model_and_tokenizer(model_name, self.settings)
-        self._decoder = decode.prepare_model_for_decoding(self.model)
+        self._decoder = self._prepared_decoder()
         self._lock = threading.Lock()
         self._unstable_ids = _unstable_token_ids(self.tokenizer)
 
@@ -118,7 +132,7 @@ class LocalRunner(ModelRunner):
             result = train_local(
                 self.model, self.tokenizer, examples, options, run_dir, progress=self.progress
             )
-            self._decoder = decode.prepare_model_for_decoding(self.model)  # the weights changed
+            self._decoder = self._prepared_decoder()  # the weights changed
         self._train_options = options
         self.model_name = result.model_name
         return result
@@ -143,6 +157,12 @@ class LocalRunner(ModelRunner):
         return fresh
 
     # ------------------------------------------------------------------ helpers
+    def _prepared_decoder(self) -> decode.PreparedModel:
+        try:
+            return decode.prepare_model_for_decoding(self.model, quantize=self.quantize)
+        except UnsupportedFeatureError as exc:
+            raise ConfigurationError(str(exc)) from None
+
     def _encode(self, prompt: str, budget: int) -> list[int]:
         ids: list[int] = self.tokenizer(prompt, add_special_tokens=True)["input_ids"]
         room = self.context_length - budget
@@ -237,13 +257,16 @@ class RealTokensOnly:
         self.batch_size = batch_size
 
     def mask_logits(self, logits: torch.Tensor) -> None:
-        logits[:, self.vocab_size :] = float("-inf")  # [B, V]
+        logits[:, self.vocab_size :] = float("-inf")  # [b, V]
 
     def advance(self, tokens: torch.Tensor) -> None:
         pass
 
     def finished(self) -> list[bool]:
         return [False] * self.batch_size
+
+    def select_rows(self, index: torch.Tensor) -> None:
+        """Nothing to keep per row: stopped rows may leave the batch."""
 
 
 def _unstable_token_ids(tokenizer: Any) -> frozenset[int]:
