@@ -15,6 +15,10 @@ rounds.
 
 - **throughput**: tokens/s at batch 1, 8 and 32 with 64 new tokens, greedy: plain
   ``model.generate`` (left-padded) vs ``runner(prompts)``; their ratio; whether the texts are equal.
+  The same for the opt-in ``quantize="int8"`` runner (other numerics: its texts are not expected to
+  be equal), with how far its logits are from float32's and how often its top token agrees when
+  both follow the float32 greedy continuation (teacher-forced, so one early difference does not
+  count for every later token).
 - **typed**: per-token cost of ``runner(questions, output_type=Answer)`` (a 4-field type) against
   untyped calls on the same rendered prompts with as many decode steps, at batch 1 and 16. Tokens
   are those the decode loop actually produced (counted by wrapping ``decode.generate_tokens``).
@@ -238,10 +242,10 @@ def _first_piece_then_drain(pieces: Iterator[str], start: float, finish: Callabl
     return first
 
 
-def load_runner(folder: Path) -> Any:
+def load_runner(folder: Path, quantize: str = "none") -> Any:
     import llmrun
 
-    return llmrun.load(str(folder), backend="local", device="cpu", dtype="float32")
+    return llmrun.load(str(folder), backend="local", device="cpu", dtype="float32", quantize=quantize)
 
 
 def runner_first_text_s(runner: Any, prompt: str, new_tokens: int) -> float:
@@ -371,24 +375,26 @@ def questions_for(batch: int) -> list[Question]:
 # ----------------------------------------------------------------------------- measurements
 
 
-def measure_throughput(plain: PlainTransformers, runner: Any, s: Settings) -> list[dict[str, Any]]:
-    """(a) and (b): tokens/s of both paths per batch size, interleaved round by round."""
+def measure_throughput(plain: PlainTransformers, runner: Any, int8: Any, s: Settings) -> list[dict[str, Any]]:
+    """(a) and (b): tokens/s of each path per batch size, interleaved round by round."""
     n = s.new_tokens
     rows = []
     for b in s.batches:
         prompts = prompts_for(b)
         texts, counts = plain.generate(prompts, n)  # warm-up: first-call allocations, oneDNN kernels
         equal = runner(prompts, max_new_tokens=n) == texts
+        int8_equal = sum(a == b for a, b in zip(int8(prompts, max_new_tokens=n), texts, strict=True))
         tokens = sum(counts)
         rounds = interleave(
             {
                 "transformers": lambda p=prompts: plain.generate(p, n),
                 "llmrun": lambda p=prompts: runner(p, max_new_tokens=n),
+                "llmrun_int8": lambda p=prompts: int8(p, max_new_tokens=n),
             },
             s.rounds,
             s.quiet_wait_s,
         )
-        t_plain, t_ours = rounds.median("transformers"), rounds.median("llmrun")
+        t_plain, t_ours, t_int8 = (rounds.median(k) for k in ("transformers", "llmrun", "llmrun_int8"))
         rows.append(
             {
                 "batch": b,
@@ -399,6 +405,9 @@ def measure_throughput(plain: PlainTransformers, runner: Any, s: Settings) -> li
                 "ratio": round(t_plain / t_ours, 2),
                 "best_ratio": round(rounds.best("transformers") / rounds.best("llmrun"), 2),
                 "greedy_texts_equal": equal,
+                "int8_tok_s": round(tokens / t_int8, 1),
+                "int8_ratio": round(t_plain / t_int8, 2),
+                "int8_texts_equal_to_float32": f"{int8_equal} of {b}",
                 **rounds.report(),
             }
         )
@@ -406,10 +415,54 @@ def measure_throughput(plain: PlainTransformers, runner: Any, s: Settings) -> li
             f"  batch {b:>3}: transformers {rows[-1]['transformers_tok_s']:8.1f} tok/s   "
             f"llmrun {rows[-1]['llmrun_tok_s']:8.1f} tok/s   x{rows[-1]['ratio']:.2f} "
             f"(best rounds x{rows[-1]['best_ratio']:.2f}; {rows[-1]['clean_rounds']} clean rounds of "
-            f"{len(rounds.others)})   texts equal: {equal}",
+            f"{len(rounds.others)})   texts equal: {equal}   | int8 {rows[-1]['int8_tok_s']:8.1f} tok/s "
+            f"x{rows[-1]['int8_ratio']:.2f}",
             flush=True,
         )
     return rows
+
+
+def measure_int8_numerics(runner: Any, int8: Any, s: Settings) -> dict[str, Any]:
+    """How far int8 logits are from float32's, following the float32 greedy continuation."""
+    import torch
+
+    from llmrun.backends.local.decode import generate_tokens
+    from llmrun.generation import GenerationConfig
+
+    prompts = prompts_for(max(s.batches))
+    ids, mask = runner._left_pad([runner.tokenizer(p)["input_ids"] for p in prompts])
+    n = s.new_tokens
+    exact_tokens = generate_tokens(
+        runner._decoder, ids, mask, max_new_tokens=n, config=GenerationConfig(), eos_token_ids=()
+    )
+    forced = torch.tensor(exact_tokens)  # [B, N]: every row has n tokens (no EOS given)
+    sessions = [r._decoder.decoder().start(ids, mask, n) for r in (runner, int8)]
+    agree, steps, rel_errors = 0, 0, []
+    with torch.inference_mode():
+        logits = [session.prefill() for session in sessions]
+        for t in range(n):
+            exact, approx = logits
+            real = exact[:, : len(runner.tokenizer)], approx[:, : len(runner.tokenizer)]
+            agree += int((real[0].argmax(-1) == real[1].argmax(-1)).sum())
+            steps += exact.shape[0]
+            rel_errors.append(float((real[1] - real[0]).abs().amax() / real[0].abs().amax()))
+            if t < n - 1:
+                logits = [session.step(forced[:, t]) for session in sessions]
+    result = {
+        "rows": len(prompts),
+        "steps_per_row": n,
+        "top1_agreement_teacher_forced": round(agree / steps, 4),
+        "max_logit_error_of_scale_median": round(statistics.median(rel_errors), 4),
+        "max_logit_error_of_scale_worst": round(max(rel_errors), 4),
+    }
+    print(
+        f"  int8 vs float32, teacher-forced over {steps} tokens: top token agrees "
+        f"{100 * result['top1_agreement_teacher_forced']:.1f}%; largest logit error "
+        f"{100 * result['max_logit_error_of_scale_median']:.2f}% of the logits' scale (median step), "
+        f"{100 * result['max_logit_error_of_scale_worst']:.2f}% (worst)",
+        flush=True,
+    )
+    return result
 
 
 def measure_typed(runner: Any, s: Settings) -> list[dict[str, Any]]:
@@ -707,13 +760,15 @@ def run(s: Settings, skip: set[str]) -> dict[str, Any]:
         children = Children(folder, s, pool)
         if s.tiny:
             children.start_all(skip)
-        plain, runner = PlainTransformers(folder), load_runner(folder)
+        plain, runner, int8 = PlainTransformers(folder), load_runner(folder), load_runner(folder, "int8")
         out["model"]["parameters"] = sum(p.numel() for p in plain.model.parameters())
         out["model"]["llmrun_decode_path"] = getattr(getattr(runner, "_decoder", None), "path", "unknown")
         phases["setup"] = time.perf_counter() - started
         steps: list[tuple[str, str, str, Callable[[], Any]]] = [
             ("throughput", "throughput", f"throughput, {s.new_tokens} new tokens, greedy:",
-             lambda: measure_throughput(plain, runner, s)),
+             lambda: measure_throughput(plain, runner, int8, s)),
+            ("int8", "int8_numerics", "int8 numerics against float32 (the opt-in quantize='int8'):",
+             lambda: measure_int8_numerics(runner, int8, s)),
             ("typed", "typed", "typed (Answer: str, float, Literal, list[str]) vs untyped, per token:",
              lambda: measure_typed(runner, s)),
             ("compile", "grammar_compile", "grammar compile (fresh process):",
@@ -764,7 +819,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--skip",
         nargs="+",
         default=[],
-        choices=["throughput", "typed", "compile", "ttft", "memory"],
+        choices=["throughput", "int8", "typed", "compile", "ttft", "memory"],
         help="leave these measurements out",
     )
     parser.add_argument(

@@ -32,6 +32,7 @@ DEFAULT_RESULTS = HERE / "results"
 GOALS: list[tuple[str, str, float, str]] = [
     ("generate_ratio_batch1", "llmrun / transformers tokens/s at batch 1", 3.0, ">="),
     ("generate_ratio_batch32", "llmrun / transformers tokens/s at batch 32", 2.0, ">="),
+    ("generate_int8_ratio_batch1", "opt-in int8: llmrun / transformers float32 at batch 1", 3.0, ">="),
     ("typed_overhead_pct_batch1", "typed vs untyped cost per token at batch 1 (%)", 10.0, "<="),
     ("typed_overhead_pct_batch16", "typed vs untyped cost per token at batch 16 (%)", 10.0, "<="),
     ("grammar_first_compile_s", "first compile of the schema's grammar (s)", 0.5, "<"),
@@ -83,6 +84,10 @@ def summarize(results: dict[str, Any]) -> dict[str, float]:
     generate = results.get("generate", {})
     for row in generate.get("throughput", []):
         out[f"generate_ratio_batch{row['batch']}"] = row["ratio"]
+        if "int8_ratio" in row:
+            out[f"generate_int8_ratio_batch{row['batch']}"] = row["int8_ratio"]
+    if "int8_numerics" in generate:
+        out["int8_top1_agreement"] = generate["int8_numerics"]["top1_agreement_teacher_forced"]
     for row in generate.get("typed", []):
         out[f"typed_overhead_pct_batch{row['batch']}"] = row["overhead_per_token_pct"]
         out[f"typed_step_overhead_pct_batch{row['batch']}"] = row["overhead_per_step_pct"]
@@ -141,6 +146,17 @@ def print_table(results: dict[str, Any], checks: list[dict[str, Any]]) -> None:
     for row in generate.get("throughput", []):
         label = f"tokens/s, batch {row['batch']}"
         print(_row(label, row["transformers_tok_s"], row["llmrun_tok_s"], row["ratio"]))
+    for row in generate.get("throughput", []):
+        if "int8_tok_s" in row:
+            label = f"tokens/s, batch {row['batch']}, quantize='int8'"
+            print(_row(label, row["transformers_tok_s"], row["int8_tok_s"], row["int8_ratio"]))
+    if "int8_numerics" in generate:
+        q = generate["int8_numerics"]
+        print(
+            f"{'int8 vs float32 (teacher-forced)':<48}top token agrees "
+            f"{100 * q['top1_agreement_teacher_forced']:.1f}%, logit error "
+            f"{100 * q['max_logit_error_of_scale_median']:.2f}% of scale"
+        )
     if "ttft" in generate:
         t = generate["ttft"]
         print(_row("time to first text (ms)", t["transformers_ms"], t["llmrun_ms"], t["ratio"]))
@@ -198,6 +214,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ax.plot(
             batches, [r["transformers_tok_s"] for r in rows], "s-", color="C1", label="transformers generate"
         )
+        if all("int8_tok_s" in r for r in rows):
+            ax.plot(batches, [r["int8_tok_s"] for r in rows], "^:", color="C2",
+                    label="llmrun quantize='int8' (opt-in, approximate)")  # fmt: skip
         for r in rows:
             ax.annotate(
                 f"x{r['ratio']:.2f}",

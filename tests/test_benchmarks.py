@@ -115,9 +115,12 @@ def test_run_all_tiny_writes_json_table_and_plot(tmp_path: Path) -> None:
     throughput = generate["throughput"]
     assert [row["batch"] for row in throughput] == [1, 4]
     for row in throughput:
-        for key in ("tokens", "transformers_tok_s", "llmrun_tok_s", "ratio"):
+        for key in ("tokens", "transformers_tok_s", "llmrun_tok_s", "ratio", "int8_tok_s", "int8_ratio"):
             assert positive(row[key]), (row["batch"], key)
         assert row["greedy_texts_equal"] is True  # both paths generated the same text
+    int8 = generate["int8_numerics"]
+    assert 0.0 <= int8["top1_agreement_teacher_forced"] <= 1.0
+    assert 0.0 < int8["max_logit_error_of_scale_median"] <= int8["max_logit_error_of_scale_worst"] < 0.5
 
     typed = generate["typed"]
     assert [row["batch"] for row in typed] == [1, 4]
