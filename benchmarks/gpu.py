@@ -253,9 +253,8 @@ def transformers_path(
 def llmrun_path(
     prepared: Any, real_vocab: int, n: int
 ) -> Callable[[torch.Tensor, torch.Tensor], list[list[int]]]:
-    """``LocalRunner``'s untyped call, minus tokenizing: its constraint, greedy, no EOS."""
+    """``LocalRunner``'s untyped call, minus tokenizing: its vocabulary limit, greedy, no EOS."""
     from llmrun.backends.local.decode import generate_tokens
-    from llmrun.backends.local.runner import RealTokensOnly
     from llmrun.generation import GenerationConfig
 
     config = GenerationConfig(max_new_tokens=n)
@@ -268,7 +267,7 @@ def llmrun_path(
             max_new_tokens=n,
             config=config,
             eos_token_ids=(),
-            constraint=RealTokensOnly(real_vocab, ids.shape[0]),
+            vocab_size=real_vocab,
         )
 
     return run

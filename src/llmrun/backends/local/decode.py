@@ -213,6 +213,7 @@ def decode_tokens(
     constraint: TokenConstraint | None = None,
     should_stop: Callable[[int, list[int]], bool] | None = None,
     on_step: Callable[[torch.Tensor], None] | None = None,
+    vocab_size: int | None = None,
 ) -> list[list[int]]:
     """Choose tokens from ``logits`` ``[B, V]`` (the prefill's) and step until every row stops.
 
@@ -220,6 +221,7 @@ def decode_tokens(
     constraint reports it finished, or after ``max_new_tokens``. Stopped rows leave the session's
     batch, unless the constraint cannot select rows (see :class:`TokenConstraint`).
     ``on_step`` gets each step's tokens ``[B]`` for the full batch, ``-1`` for rows already stopped.
+    Ids at or past ``vocab_size`` are never chosen.
     """
     batch = logits.shape[0]
     outputs: list[list[int]] = [[] for _ in range(batch)]
@@ -230,6 +232,8 @@ def decode_tokens(
     for step in range(max_new_tokens):
         if constraint is not None:
             constraint.mask_logits(logits)
+        if vocab_size is not None and vocab_size < logits.shape[1]:
+            logits[:, vocab_size:] = float("-inf")
         tokens = sampler.choose(logits)  # [b]
         if constraint is not None:
             constraint.advance(tokens)
@@ -290,6 +294,7 @@ def generate_tokens(
     constraint: TokenConstraint | None = None,
     should_stop: Callable[[int, list[int]], bool] | None = None,
     on_step: Callable[[torch.Tensor], None] | None = None,
+    vocab_size: int | None = None,
 ) -> list[list[int]]:
     """Generate up to ``max_new_tokens`` new tokens for each row of a left-padded batch.
 
@@ -298,7 +303,11 @@ def generate_tokens(
     ``attention_mask`` are ``[B, S]``, padded on the left (mask 0 on pads; the pad id is
     arbitrary). ``config`` gives temperature (0: greedy), top_k, top_p, repetition_penalty and
     seed. Returns per row its new tokens, without the EOS token. See :func:`decode_tokens` for
-    how rows stop and what ``on_step`` receives.
+    how rows stop and what ``on_step`` receives. ``vocab_size``: ids at or past it are never
+    chosen (the embedding's padding past the tokenizer's vocabulary, which decodes to nothing).
+
+    Greedy calls without a repetition penalty or a constraint read only each row's argmax, so on
+    the CPU in float32 the LM head is screened (:mod:`.screened_head`): same tokens, fewer bytes.
     """
     prepared = _prepared(model)
     decoder = prepared.decoder()
@@ -306,10 +315,17 @@ def generate_tokens(
         raise InvalidInputError(f"max_new_tokens={max_new_tokens!r} is invalid: use a positive integer")
     if not isinstance(config, GenerationConfig):
         raise InvalidInputError(f"config must be a llmrun GenerationConfig, got {type(config).__name__}")
+    if vocab_size is not None and (
+        isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1
+    ):
+        raise InvalidInputError(f"vocab_size={vocab_size!r} is invalid: use a positive integer or None")
     input_ids, attention_mask = _checked_batch(input_ids, attention_mask, decoder)
     eos = {int(t) for t in eos_token_ids} if eos_token_ids is not None else set()
     with _eval_mode(decoder.model):
-        session = decoder.start(input_ids, attention_mask, max_new_tokens)
+        argmax_only = config.greedy and config.repetition_penalty == 1.0 and constraint is None
+        session = decoder.start(
+            input_ids, attention_mask, max_new_tokens, argmax_only=argmax_only, vocab_size=vocab_size
+        )
         sampler = Sampler(config, input_ids, attention_mask, max_new_tokens)
         logits = prefill(session)
         return decode_tokens(
@@ -321,6 +337,7 @@ def generate_tokens(
             constraint=constraint,
             should_stop=should_stop,
             on_step=on_step,
+            vocab_size=vocab_size,
         )
 
 

@@ -20,12 +20,14 @@ from __future__ import annotations
 import inspect
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
+
+from llmrun.backends.local.screened_head import can_screen
 
 __all__ = ["Decoder", "LinearKernel", "Session", "build_decoder"]
 
@@ -244,6 +246,10 @@ class Decoder:
     logits_to_keep: bool = False
     #: :func:`decode_step` under ``torch.compile`` (static shapes), or None for eager steps.
     compiled_step: Callable[..., torch.Tensor] | None = None
+    #: Whether the head may be screened for argmax-only sessions (see :mod:`.screened_head`).
+    screenable: bool = False
+    #: Screened heads already built, by vocabulary size.
+    screens: dict[int, Any] = field(default_factory=dict)
 
     @property
     def family(self) -> Family:
@@ -269,12 +275,28 @@ class Decoder:
         """False when the model's weights or modules changed since this was built (training, peft)."""
         return _fingerprint(self.model) == self.fingerprint
 
-    def start(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int) -> Session:
-        """A session for a left-padded batch ``[B, S]`` that will grow by up to ``max_new_tokens``."""
+    def start(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        max_new_tokens: int,
+        *,
+        argmax_only: bool = False,
+        vocab_size: int | None = None,
+    ) -> Session:
+        """A session for a left-padded batch ``[B, S]`` that will grow by up to ``max_new_tokens``.
+
+        ``argmax_only``: the caller reads only each row's argmax over the ids below ``vocab_size``
+        (None: all), so the head may return ``-inf`` for every id that cannot be it
+        (see :mod:`.screened_head`).
+        """
         if self.native is not None and self.head is not None:
+            head = self.head
+            if argmax_only and self.screenable and self.compiled_step is None:
+                head = self._screen(vocab_size)
             return _NativeSession(
                 self.native,
-                self.head,
+                head,
                 input_ids,
                 attention_mask,
                 max_new_tokens,
@@ -282,6 +304,21 @@ class Decoder:
                 self.compiled_step,
             )
         return _GenericSession(self, input_ids, attention_mask)
+
+    def _screen(self, vocab_size: int | None) -> Linear:
+        """The screened head for ids below ``vocab_size`` (None: all), built on first use."""
+        hf: Any = self.model
+        module = hf.get_output_embeddings()
+        width = int(module.weight.shape[0])
+        vocab = width if vocab_size is None else min(vocab_size, width)
+        screen = self.screens.get(vocab)
+        if screen is None:
+            from llmrun.backends.local.screened_head import ScreenedHead
+
+            full = self.head
+            assert full is not None  # only native decoders, which always have a head, are screenable
+            screen = self.screens[vocab] = ScreenedHead(module.weight, module.bias, vocab, full)
+        return screen
 
 
 def _fingerprint(model: nn.Module) -> tuple[Any, ...]:
@@ -333,7 +370,16 @@ def build_decoder(
         spec = _build_native(hf, base, model_type, _float_linears(layouts))
         if spec is not None:
             compiled = torch.compile(decode_step, fullgraph=True) if compile else None
-            return Decoder(weakref.ref(model), head, base, fingerprint, native=spec, compiled_step=compiled)
+            screenable = layouts and head_dtype is None and can_screen(head.weight)
+            return Decoder(
+                weakref.ref(model),
+                head,
+                base,
+                fingerprint,
+                native=spec,
+                compiled_step=compiled,
+                screenable=screenable,
+            )
     params = inspect.signature((base if head is not None else model).forward).parameters
     cache_kwarg = "cache" if "cache" in params else "past_key_values"
     keep = "logits_to_keep" in inspect.signature(model.forward).parameters

@@ -185,11 +185,7 @@ class LocalRunner(ModelRunner):
         on_step: Callable[[torch.Tensor], None] | None = None,
     ) -> list[str]:
         input_ids, attention_mask = self._left_pad(batch)
-        constraint = (
-            self._constraint(output_type, len(batch), budget)
-            if output_type is not None
-            else RealTokensOnly(len(self.tokenizer), len(batch))
-        )
+        constraint = self._constraint(output_type, len(batch), budget) if output_type is not None else None
         should_stop = self._stop_checker(config.stop) if config.stop else None
         with self._lock:
             new_tokens = decode.generate_tokens(
@@ -202,9 +198,10 @@ class LocalRunner(ModelRunner):
                 constraint=constraint,
                 should_stop=should_stop,
                 on_step=on_step,
+                vocab_size=len(self.tokenizer),  # never the embedding's padding ids, which decode to nothing
             )
         texts = [_cut_at_stop(self._decode_tokens(tokens), config.stop) for tokens in new_tokens]
-        if output_type is not None:
+        if constraint is not None:
             for row, done in enumerate(constraint.finished()):
                 if not done:
                     raise IncompleteOutputError(
@@ -246,27 +243,6 @@ class LocalRunner(ModelRunner):
     def _decode_tokens(self, tokens: list[int]) -> str:
         text: str = self.tokenizer.decode(tokens, skip_special_tokens=True)
         return text
-
-
-class RealTokensOnly:
-    """Masks the logits of ids past the tokenizer's vocabulary (embedding padding, e.g. pythia's
-    50,277 tokens in a 50,304-wide head), which decode to nothing; a trained model never picks them."""
-
-    def __init__(self, vocab_size: int, batch_size: int) -> None:
-        self.vocab_size = vocab_size
-        self.batch_size = batch_size
-
-    def mask_logits(self, logits: torch.Tensor) -> None:
-        logits[:, self.vocab_size :] = float("-inf")  # [b, V]
-
-    def advance(self, tokens: torch.Tensor) -> None:
-        pass
-
-    def finished(self) -> list[bool]:
-        return [False] * self.batch_size
-
-    def select_rows(self, index: torch.Tensor) -> None:
-        """Nothing to keep per row: stopped rows may leave the batch."""
 
 
 def _unstable_token_ids(tokenizer: Any) -> frozenset[int]:
