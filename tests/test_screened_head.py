@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from llmrun.backends.local.decode import generate_tokens, prepare_model_for_decoding  # noqa: E402
-from llmrun.backends.local.screened_head import SCREEN_MAX_ROWS, ScreenedHead  # noqa: E402
+from llmrun.backends.local.screened_head import SCREEN_MAX_ROWS, ArgmaxHead, ScreenedHead  # noqa: E402
 from llmrun.generation import GenerationConfig  # noqa: E402
 
 
@@ -82,6 +82,36 @@ def test_many_rows_or_a_flat_head_fall_back_to_the_whole_head() -> None:
     assert torch.isfinite(out).all()  # every id a candidate: computed whole instead
 
 
+@pytest.mark.parametrize("rows", [1, 4])
+def test_refine_gives_the_float32_argmax_among_allowed_ids(rows: int) -> None:
+    """A grammar masks ids after the screen: the argmax over what is left is still float32's."""
+    weight, b = _head(vocab=3000, bias=True, seed=5)
+    screen = ScreenedHead(weight, b, 2900, lambda h: _exact(weight, b, h))
+    gen = torch.Generator().manual_seed(6)
+    rounds_with_work = 0
+    for trial in range(100):
+        x = torch.randn(rows, weight.shape[1], generator=gen) * 3
+        head = screen.session()
+        logits = head(x)
+        allowed = torch.rand(rows, weight.shape[0], generator=gen) < (0.5 if trial % 2 else 0.01)
+        allowed[:, 2900:] = True  # past the vocabulary: must stay out all the same
+        logits.masked_fill_(~allowed, float("-inf"))
+        first = logits.argmax(-1)
+        tokens = head.refine(logits, first)
+        expected = _exact(weight, b, x).masked_fill(~allowed, float("-inf"))[:, :2900].argmax(-1)
+        assert torch.equal(tokens, expected)
+        rounds_with_work += int(not torch.equal(first, tokens))
+    assert rounds_with_work > 0  # some masks did hide every candidate, and refine found the answer
+
+
+def test_refine_stops_when_every_id_is_masked() -> None:
+    weight, _ = _head(vocab=500)
+    head = ScreenedHead(weight, None, 500, lambda h: _exact(weight, None, h)).session()
+    logits = head(torch.randn(1, weight.shape[1]))
+    logits.fill_(float("-inf"))
+    assert head.refine(logits, logits.argmax(-1)).shape == (1,)
+
+
 @pytest.fixture(scope="module")
 def models(tiny_checkpoint_dirs: dict[str, Path]) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM
@@ -97,12 +127,12 @@ def test_only_argmax_only_calls_are_screened(models: dict[str, Any], family: str
     decoder = prepare_model_for_decoding(models[family]).decoder()
     ids, mask = torch.tensor([[5, 6, 7]]), torch.ones(1, 3, dtype=torch.long)
     greedy = decoder.start(ids, mask, 4, argmax_only=True, vocab_size=100)
-    assert isinstance(greedy.head, ScreenedHead)  # type: ignore[attr-defined]
-    assert greedy.head.vocab_size == 100  # type: ignore[attr-defined]
-    assert not isinstance(decoder.start(ids, mask, 4).head, ScreenedHead)  # type: ignore[attr-defined]
+    assert isinstance(greedy.head, ArgmaxHead)  # type: ignore[attr-defined]
+    assert greedy.head.screen.vocab_size == 100  # type: ignore[attr-defined]
+    assert not isinstance(decoder.start(ids, mask, 4).head, ArgmaxHead)  # type: ignore[attr-defined]
     unscreened = prepare_model_for_decoding(models[family], extra_layouts=False).decoder()
     plain = unscreened.start(ids, mask, 4, argmax_only=True)
-    assert not isinstance(plain.head, ScreenedHead)  # type: ignore[attr-defined]
+    assert not isinstance(plain.head, ArgmaxHead)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("family", ["gpt_neox", "llama"])
@@ -126,3 +156,45 @@ def test_greedy_tokens_with_and_without_the_screen_are_equal(models: dict[str, A
     )
     assert screened == whole
     assert max(t for row in screened for t in row) < vocab
+
+
+@pytest.mark.parametrize("family", ["gpt_neox", "llama"])
+def test_typed_greedy_tokens_with_and_without_the_screen_are_equal(
+    models: dict[str, Any], tiny_checkpoint_dirs: dict[str, Path], family: str
+) -> None:
+    """A grammar masks the screened logits; refine keeps the choice float32's."""
+    import pydantic
+    from transformers import AutoTokenizer
+
+    from llmrun.backends.local.grammar import json_constraint
+
+    class Reply(pydantic.BaseModel):
+        word: str
+        count: int
+        ok: bool
+
+    model = models[family]
+    tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint_dirs[family])
+    width = int(model.get_output_embeddings().weight.shape[0])
+    ids = torch.tensor([[5, 9, 14, 3], [0, 0, 7, 8]])
+    mask = torch.tensor([[1, 1, 1, 1], [0, 0, 1, 1]])
+
+    def run(**prepare: Any) -> list[list[int]]:
+        constraint = json_constraint(tokenizer, Reply.model_json_schema(), 2, width, max_new_tokens=48)
+        out = generate_tokens(
+            prepare_model_for_decoding(model, **prepare),
+            ids,
+            mask,
+            max_new_tokens=48,
+            config=GenerationConfig(),
+            eos_token_ids=(),
+            constraint=constraint,
+            vocab_size=len(tokenizer),
+        )
+        assert all(constraint.finished())
+        return out
+
+    screened, whole = run(), run(extra_layouts=False)
+    assert screened == whole
+    for tokens in screened:
+        Reply.model_validate_json(tokenizer.decode(tokens))

@@ -235,6 +235,8 @@ def decode_tokens(
         if vocab_size is not None and vocab_size < logits.shape[1]:
             logits[:, vocab_size:] = float("-inf")
         tokens = sampler.choose(logits)  # [b]
+        if sampler.greedy:
+            tokens = session.refine_argmax(logits, tokens)
         if constraint is not None:
             constraint.advance(tokens)
         sampler.record(tokens)
@@ -306,8 +308,8 @@ def generate_tokens(
     how rows stop and what ``on_step`` receives. ``vocab_size``: ids at or past it are never
     chosen (the embedding's padding past the tokenizer's vocabulary, which decodes to nothing).
 
-    Greedy calls without a repetition penalty or a constraint read only each row's argmax, so on
-    the CPU in float32 the LM head is screened (:mod:`.screened_head`): same tokens, fewer bytes.
+    Greedy calls without a repetition penalty read only each row's argmax, so on the CPU in
+    float32 the LM head is screened (:mod:`.screened_head`): same tokens, fewer bytes.
     """
     prepared = _prepared(model)
     decoder = prepared.decoder()
@@ -322,7 +324,7 @@ def generate_tokens(
     input_ids, attention_mask = _checked_batch(input_ids, attention_mask, decoder)
     eos = {int(t) for t in eos_token_ids} if eos_token_ids is not None else set()
     with _eval_mode(decoder.model):
-        argmax_only = config.greedy and config.repetition_penalty == 1.0 and constraint is None
+        argmax_only = config.greedy and config.repetition_penalty == 1.0
         session = decoder.start(
             input_ids, attention_mask, max_new_tokens, argmax_only=argmax_only, vocab_size=vocab_size
         )

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from llmrun.backends.local.screened_head import can_screen
+from llmrun.backends.local.screened_head import ArgmaxHead, ScreenedHead, can_screen
 
 __all__ = ["Decoder", "LinearKernel", "Session", "build_decoder"]
 
@@ -63,6 +63,11 @@ class Session(Protocol):
 
     def select_rows(self, rows: torch.Tensor) -> None:
         """Keep only ``rows`` (indices into the current batch)."""
+        ...
+
+    def refine_argmax(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Given the argmax ``tokens`` ``[B]`` of the last logits (masked since, perhaps), the
+        float32 argmax; a no-op unless the session was started ``argmax_only``."""
         ...
 
 
@@ -287,13 +292,14 @@ class Decoder:
         """A session for a left-padded batch ``[B, S]`` that will grow by up to ``max_new_tokens``.
 
         ``argmax_only``: the caller reads only each row's argmax over the ids below ``vocab_size``
-        (None: all), so the head may return ``-inf`` for every id that cannot be it
-        (see :mod:`.screened_head`).
+        (None: all), after masking some ids perhaps, and passes it through
+        :meth:`Session.refine_argmax`; the head may then return upper bounds instead of exact
+        logits for ids that cannot win (see :mod:`.screened_head`).
         """
         if self.native is not None and self.head is not None:
             head = self.head
             if argmax_only and self.screenable and self.compiled_step is None:
-                head = self._screen(vocab_size)
+                head = self._screen(vocab_size).session()
             return _NativeSession(
                 self.native,
                 head,
@@ -305,16 +311,14 @@ class Decoder:
             )
         return _GenericSession(self, input_ids, attention_mask)
 
-    def _screen(self, vocab_size: int | None) -> Linear:
+    def _screen(self, vocab_size: int | None) -> ScreenedHead:
         """The screened head for ids below ``vocab_size`` (None: all), built on first use."""
         hf: Any = self.model
         module = hf.get_output_embeddings()
         width = int(module.weight.shape[0])
         vocab = width if vocab_size is None else min(vocab_size, width)
-        screen = self.screens.get(vocab)
+        screen: ScreenedHead | None = self.screens.get(vocab)
         if screen is None:
-            from llmrun.backends.local.screened_head import ScreenedHead
-
             full = self.head
             assert full is not None  # only native decoders, which always have a head, are screenable
             screen = self.screens[vocab] = ScreenedHead(module.weight, module.bias, vocab, full)
@@ -595,6 +599,9 @@ class _NativeSession:
         """Final norm and LM head: ``[B, H]`` -> float32 ``[B, V]``."""
         return self.head(self.spec.final_norm(x)).float()
 
+    def refine_argmax(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head.refine(logits, tokens) if isinstance(self.head, ArgmaxHead) else tokens
+
     def select_rows(self, rows: torch.Tensor) -> None:
         self.k_cache = [k.index_select(0, rows) for k in self.k_cache]
         self.v_cache = [v.index_select(0, rows) for v in self.v_cache]
@@ -852,6 +859,9 @@ class _GenericSession:
         self.attention_mask = torch.cat([self.attention_mask, ones], dim=1)  # [B, S + t]
         self.positions = self.positions[:, -1:] + 1  # [B, 1]
         return self._run(tokens[:, None], self.positions)
+
+    def refine_argmax(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens  # the whole head, always exact
 
     def select_rows(self, rows: torch.Tensor) -> None:
         self.cache.batch_select_indices(rows)

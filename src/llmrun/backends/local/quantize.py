@@ -26,6 +26,8 @@ __all__ = ["QUANTIZE_CHOICES", "Int8Linear", "check_quantize"]
 
 #: Values of the ``quantize`` option: ``"none"`` keeps the model's own weights.
 QUANTIZE_CHOICES = ("none", "int8")
+#: Rows quantized at a time.
+_BLOCK_ROWS = 4096
 #: torch's CPU int8 kernel computes wrong results (or crashes) unless the input width is a multiple of this.
 _KERNEL_WIDTH_MULTIPLE = 8
 
@@ -50,11 +52,21 @@ class Int8Linear:
     """
 
     def __init__(self, linears: Sequence[nn.Linear]) -> None:
-        weight = torch.cat([lin.weight.detach() for lin in linears], dim=0).float()  # [O, I]
-        scale = (weight.abs().amax(dim=1) / 127).clamp_min(torch.finfo(torch.bfloat16).tiny)  # [O]
-        self.scale = scale.to(torch.bfloat16)  # [O]; quantize against the rounded scale
-        q = torch.round(weight / self.scale.float()[:, None]).clamp_(-127, 127)
-        self.qweight = q.to(torch.int8).contiguous()  # [O, I]
+        weights = [lin.weight.detach() for lin in linears]  # [O_k, I] each
+        out_features, in_features = sum(w.shape[0] for w in weights), weights[0].shape[1]
+        device = weights[0].device
+        self.qweight = torch.empty((out_features, in_features), dtype=torch.int8, device=device)  # [O, I]
+        self.scale = torch.empty(out_features, dtype=torch.bfloat16, device=device)  # [O]
+        start = 0
+        for weight in weights:  # in blocks of rows: no float32 temporaries the size of the weight
+            for block in torch.split(weight, _BLOCK_ROWS):
+                rows = slice(start, start + block.shape[0])
+                block = block.float()
+                scale = (block.abs().amax(dim=1) / 127).clamp_min(torch.finfo(torch.bfloat16).tiny)
+                self.scale[rows] = scale  # rounded to bfloat16; quantize against the rounded scale
+                q = torch.round(block / self.scale[rows].float()[:, None]).clamp_(-127, 127)
+                self.qweight[rows] = q
+                start += block.shape[0]
         self.bias: torch.Tensor | None = None
         if any(lin.bias is not None for lin in linears):
             self.bias = torch.cat(
@@ -63,7 +75,7 @@ class Int8Linear:
                     for lin in linears
                 ]
             )
-        self._kernel = weight.shape[1] % _KERNEL_WIDTH_MULTIPLE == 0
+        self._kernel = in_features % _KERNEL_WIDTH_MULTIPLE == 0
 
     @property
     def nbytes(self) -> int:

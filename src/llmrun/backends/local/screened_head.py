@@ -23,7 +23,7 @@ import torch
 
 from llmrun.backends.local.quantize import Int8Linear
 
-__all__ = ["SCREEN_MAX_ROWS", "ScreenedHead", "can_screen"]
+__all__ = ["SCREEN_MAX_ROWS", "ArgmaxHead", "ScreenedHead", "can_screen"]
 
 #: Rows up to this are screened; for more rows the int8 kernel is no faster than oneDNN's float32.
 SCREEN_MAX_ROWS = 4
@@ -39,10 +39,11 @@ def can_screen(weight: torch.Tensor) -> bool:
 
 
 class ScreenedHead:
-    """Logits for the argmax only: exact float32 values where the largest can be, ``-inf`` elsewhere.
+    """An LM head prepared for screening: the int8 copy of its first ``vocab_size`` rows.
 
+    Shared by every call of a prepared model; :meth:`session` gives one call its own state.
     ``full`` computes the exact head (used for more than :data:`SCREEN_MAX_ROWS` rows, or when the
-    screen leaves too many candidates). Ids at or past ``vocab_size`` are never candidates.
+    screen leaves too many candidates). Ids at or past ``vocab_size`` are never chosen.
     """
 
     def __init__(
@@ -59,32 +60,98 @@ class ScreenedHead:
         self.full = full
         real = torch.nn.Linear(weight.shape[1], self.vocab_size, bias=False)
         real.weight = torch.nn.Parameter(self.weight[: self.vocab_size], requires_grad=False)
-        self.screen = Int8Linear([real])  # bias added by hand below, in float32
+        self.screen = Int8Linear([real])  # bias added by hand, in float32
         self.scale = self.screen.scale.float()  # [V']
         self.max_candidates = max(64, int(self.vocab_size * _MAX_CANDIDATE_SHARE))
 
+    def session(self) -> ArgmaxHead:
+        """A head for one generation call (it keeps what :meth:`ArgmaxHead.refine` needs)."""
+        return ArgmaxHead(self)
+
+    def exact(self, x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """Float32 logits of ``(rows[i], cols[i])`` pairs, from the model's own weight rows; ``[n]``."""
+        out = (self.weight[cols] * x[rows]).sum(dim=-1)  # [n]
+        return out if self.bias is None else out + self.bias[cols]
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``[B, H]`` float32; returns float32 ``[B, V]``."""
+        """Logits whose argmax is float32's: exact candidates, ``-inf`` elsewhere; ``[B, V]``."""
+        logits, exact = self.screened(x)
+        if exact is not None:
+            logits.masked_fill_(~exact, float("-inf"))
+        return logits
+
+    def screened(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``x`` ``[B, H]`` float32 -> (logits ``[B, V]``, exact ``[B, V]`` bool or None: all exact).
+
+        Exact entries hold float32 logits; the others an upper bound of theirs (``-inf`` past
+        ``vocab_size``), and every one of them is below the largest exact entry of its row.
+        """
         if x.shape[0] > SCREEN_MAX_ROWS:
-            return self._full(x)
+            return self._full(x), None
         approx = self.screen(x)  # [B, V'] float32 (computed in bfloat16)
         if self.bias is not None:
             approx = approx + self.bias[: self.vocab_size]
         err = self.scale * (x.abs().sum(dim=-1, keepdim=True) * _INT8_ERROR)  # [B, V']
         err = err.add_(approx.abs(), alpha=_OUTPUT_ERROR)
         floor = (approx - err).amax(dim=-1, keepdim=True)  # [B, 1] the best lower bound
-        rows, cols = torch.nonzero(approx.add_(err) >= floor, as_tuple=True)  # [n] each
+        upper = approx.add_(err)  # [B, V']
+        candidate = upper >= floor  # [B, V']
+        rows, cols = torch.nonzero(candidate, as_tuple=True)  # [n] each
         if rows.numel() > self.max_candidates * x.shape[0]:
-            return self._full(x)
-        exact = (self.weight[cols] * x[rows]).sum(dim=-1)  # [n]
-        if self.bias is not None:
-            exact = exact + self.bias[cols]
+            return self._full(x), None
         logits = torch.full((x.shape[0], self.width), float("-inf"), dtype=torch.float32, device=x.device)
-        logits[rows, cols] = exact
-        return logits
+        logits[:, : self.vocab_size] = upper
+        logits[rows, cols] = self.exact(x, rows, cols)
+        exact = torch.zeros(logits.shape, dtype=torch.bool, device=x.device)
+        exact[:, : self.vocab_size] = candidate
+        exact[:, self.vocab_size :] = True  # -inf, exactly: never chosen
+        return logits, exact
 
     def _full(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.full(x).float()
         if self.vocab_size < self.width:
             logits[:, self.vocab_size :] = float("-inf")
         return logits
+
+
+class ArgmaxHead:
+    """One call's screened head: logits with upper bounds where not exact, and :meth:`refine`.
+
+    The logits may then be masked (a grammar sets forbidden ids to ``-inf``) before the argmax;
+    :meth:`refine` makes sure the chosen id holds an exact value, computing more ids in float32
+    where an upper bound came out on top, so the result is float32's argmax over the allowed ids.
+    """
+
+    #: Ids recomputed in float32 per row and round of :meth:`refine`.
+    REFINE_IDS = 64
+
+    def __init__(self, screen: ScreenedHead) -> None:
+        self.screen = screen
+        self._x: torch.Tensor | None = None  # [B, H] the last call's input
+        self._exact: torch.Tensor | None = None  # [B, V] which logits are exact; None: all
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        logits, self._exact = self.screen.screened(x)
+        self._x = x
+        return logits
+
+    def refine(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens`` ``[B]``, the argmax of ``logits`` ``[B, V]`` (the last call's, masked since):
+        returns the argmax once every chosen logit is exact; ``logits`` is updated in place."""
+        exact, x = self._exact, self._x
+        if exact is None or x is None:
+            return tokens
+        while True:
+            pending = torch.nonzero(~exact.gather(1, tokens[:, None]).squeeze(1)).flatten()  # [r]
+            if pending.numel() == 0:
+                return tokens
+            bounds = logits[pending].masked_fill(exact[pending], float("-inf"))  # [r, V]
+            k = min(self.REFINE_IDS, bounds.shape[1])
+            values, cols = bounds.topk(k, dim=-1)  # [r, k] the largest upper bounds
+            exact[pending[torch.isinf(values[:, 0])]] = True  # all masked: nothing left to refine
+            rows = pending[:, None].expand(-1, k)  # [r, k]
+            keep = torch.isfinite(values)  # masked ids stay -inf
+            rows, cols = rows[keep], cols[keep]
+            logits[rows, cols] = self.screen.exact(x, rows, cols)
+            exact[rows, cols] = True
+            tokens = logits.argmax(dim=-1)
