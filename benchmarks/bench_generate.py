@@ -20,8 +20,10 @@ rounds.
   both follow the float32 greedy continuation (teacher-forced, so one early difference does not
   count for every later token).
 - **typed**: per-token cost of ``runner(questions, output_type=Answer)`` (a 4-field type) against
-  untyped calls on the same rendered prompts with as many decode steps, at batch 1 and 16. Tokens
-  are those the decode loop actually produced (counted by wrapping ``decode.generate_tokens``).
+  the runner's untyped decode of the same rendered prompts with each row stopped at the typed
+  row's length (same tokens, same batch shape: the grammar's own cost), at batch 1 and 16; also
+  against untyped rows that all run as many steps as the longest typed row. Tokens are those the
+  decode loop actually produced (counted by wrapping ``decode.generate_tokens``).
 - **grammar compile**: in a fresh subprocess: the tokenizer's one-time xgrammar setup, the first
   compile of the schema, and a cached call.
 - **time to first token**: ``runner.stream(prompt)`` vs ``generate(streamer=TextIteratorStreamer)``,
@@ -465,8 +467,27 @@ def measure_int8_numerics(runner: Any, int8: Any, s: Settings) -> dict[str, Any]
     return result
 
 
+def untyped_with_lengths(runner: Any, prompts: list[str], lengths: list[int]) -> list[str]:
+    """What ``runner(prompts)`` does, each row stopped after ``lengths[row]`` tokens (no EOS)."""
+    from llmrun.backends.local import decode
+    from llmrun.generation import GenerationConfig
+
+    ids, mask = runner._left_pad([runner._encode(p, max(lengths)) for p in prompts])
+    tokens = decode.generate_tokens(
+        runner._decoder,
+        ids,
+        mask,
+        max_new_tokens=max(lengths),
+        config=GenerationConfig(),
+        eos_token_ids=(),
+        should_stop=lambda row, toks: len(toks) >= lengths[row],
+        vocab_size=len(runner.tokenizer),
+    )
+    return [runner._decode_tokens(t) for t in tokens]
+
+
 def measure_typed(runner: Any, s: Settings) -> list[dict[str, Any]]:
-    """(c): per-token cost of typed calls against untyped calls on the same prompts and step count."""
+    """(c): per-token cost of typed calls against untyped calls on the same prompts."""
     from llmrun.schema import render_prompt
 
     n = s.typed_budget
@@ -485,11 +506,13 @@ def measure_typed(runner: Any, s: Settings) -> list[dict[str, Any]]:
             {
                 "typed": lambda q=questions: runner(q, output_type=Answer, max_new_tokens=n),
                 "untyped": lambda p=rendered, k=steps: runner(p, max_new_tokens=k),
+                "same_lengths": lambda p=rendered, c=typed_counts: untyped_with_lengths(runner, p, c),
             },
             s.typed_rounds,
             s.quiet_wait_s,
         )
         t_typed, t_untyped = rounds.median("typed"), rounds.median("untyped")
+        t_same = rounds.median("same_lengths")
         typed_tokens, untyped_tokens = sum(typed_counts), sum(untyped_counts)
         per_typed, per_untyped = t_typed / typed_tokens, t_untyped / untyped_tokens
         rows.append(
@@ -501,17 +524,17 @@ def measure_typed(runner: Any, s: Settings) -> list[dict[str, Any]]:
                 "untyped_tokens": untyped_tokens,
                 "typed_ms_per_token": round(per_typed * 1e3, 3),
                 "untyped_ms_per_token": round(per_untyped * 1e3, 3),
-                "overhead_per_token_pct": round((per_typed / per_untyped - 1) * 100, 1),
-                "overhead_per_step_pct": round((t_typed / t_untyped - 1) * 100, 1),
+                "overhead_per_token_pct": round((t_typed / t_same - 1) * 100, 1),
+                "overhead_vs_full_length_rows_pct": round((per_typed / per_untyped - 1) * 100, 1),
                 "all_valid": all(isinstance(a, Answer) for a in answers),
                 **rounds.report(),
             }
         )
         print(
-            f"  batch {b:>3}: typed {rows[-1]['typed_ms_per_token']:.3f} ms/token ({typed_tokens} tokens)  "
-            f"untyped {rows[-1]['untyped_ms_per_token']:.3f} ms/token ({untyped_tokens})   "
-            f"overhead {rows[-1]['overhead_per_token_pct']:+.1f}% per token, "
-            f"{rows[-1]['overhead_per_step_pct']:+.1f}% per step",
+            f"  batch {b:>3}: typed {rows[-1]['typed_ms_per_token']:.3f} ms/token ({typed_tokens} tokens)   "
+            f"overhead {rows[-1]['overhead_per_token_pct']:+.1f}% per token (untyped rows of the same "
+            f"lengths), {rows[-1]['overhead_vs_full_length_rows_pct']:+.1f}% against untyped rows of "
+            f"{steps} tokens ({rows[-1]['untyped_ms_per_token']:.3f} ms/token)",
             flush=True,
         )
     return rows

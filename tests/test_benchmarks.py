@@ -132,7 +132,7 @@ def test_run_all_tiny_writes_json_table_and_plot(tmp_path: Path) -> None:
         assert positive(row["typed_ms_per_token"])
         assert positive(row["untyped_ms_per_token"])
         assert isinstance(row["overhead_per_token_pct"], float | int)
-        assert isinstance(row["overhead_per_step_pct"], float | int)
+        assert isinstance(row["overhead_vs_full_length_rows_pct"], float | int)
 
     compile_ = generate["grammar_compile"]
     for key in ("tokenizer_setup_s", "first_compile_s", "first_typed_call_overhead_s", "cached_s"):
