@@ -70,39 +70,35 @@ def greedy_generate(
 ) -> list[str]:
     """Greedy completions of ``prompts`` (left-padded batches), special tokens removed.
 
-    The one place evaluation generates text; a faster decode loop can replace it.
+    Runs llmrun's decode loop (:func:`~llmrun.backends.local.decode.generate_tokens`), which
+    re-prepares the model when training has changed its weights since the last call.
     """
-    from transformers import GenerationConfig
+    from llmrun.backends.local.decode import generate_tokens
+    from llmrun.generation import GenerationConfig
 
-    was_training = model.training
-    model.eval()
     device = model_device(model)
     pad, eos = pad_id(tokenizer), eos_id(tokenizer)
-    config = GenerationConfig(  # type: ignore[no-untyped-call]
-        max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad, eos_token_id=eos
-    )
+    greedy = GenerationConfig(max_new_tokens=max_new_tokens)
     outputs: list[str] = []
-    try:
-        for start in range(0, len(prompts), batch_size):
-            chunk = list(prompts[start : start + batch_size])
-            ids_list: list[list[int]] = tokenizer(chunk, add_special_tokens=True)["input_ids"]
-            width = max(len(ids) for ids in ids_list)
-            input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)  # [B, S]
-            attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)  # [B, S]
-            for row, ids in enumerate(ids_list):
-                input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-                attention_mask[row, width - len(ids) :] = 1
-            generated = model.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=attention_mask.to(device),
-                generation_config=config,
-            )  # [B, S + T]
-            for row in generated[:, width:].tolist():
-                if eos is not None and eos in row:
-                    row = row[: row.index(eos)]
-                outputs.append(tokenizer.decode(row, skip_special_tokens=True))
-    finally:
-        model.train(was_training)
+    for start in range(0, len(prompts), batch_size):
+        chunk = list(prompts[start : start + batch_size])
+        ids_list: list[list[int]] = tokenizer(chunk, add_special_tokens=True)["input_ids"]
+        width = max(len(ids) for ids in ids_list)
+        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)  # [B, S]
+        attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)  # [B, S]
+        for row, ids in enumerate(ids_list):
+            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, width - len(ids) :] = 1
+        new_tokens = generate_tokens(
+            model,
+            input_ids.to(device),
+            attention_mask.to(device),
+            max_new_tokens=max_new_tokens,
+            config=greedy,
+            eos_token_ids=() if eos is None else (eos,),
+            vocab_size=len(tokenizer),
+        )
+        outputs += [tokenizer.decode(row, skip_special_tokens=True) for row in new_tokens]
     return outputs
 
 
