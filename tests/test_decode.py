@@ -383,6 +383,21 @@ def test_a_constraint_that_selects_rows_lets_stopped_rows_leave(models: dict[str
     assert constraint.seen_batch_sizes == [4, 3, 3, 2, 1, 1]  # rows leave after 1, 3 and 4 tokens
 
 
+@pytest.mark.parametrize("width", [50304, 50277, 300, 100])
+@pytest.mark.parametrize("batch", [1, 3, 32])
+def test_greedy_argmax_is_torchs_argmax_ties_included(width: int, batch: int) -> None:
+    from llmrun.backends.local.sampling import greedy_argmax
+
+    gen = torch.Generator().manual_seed(width + batch)
+    logits = torch.randn(batch, width, generator=gen)
+    assert torch.equal(greedy_argmax(logits), logits.argmax(dim=-1))
+    tied = logits.round()  # many equal values: the first index must win, as in torch
+    tied[:, width - 1] = tied.max() + 1  # the tail past the last whole block
+    tied[0, width - 1] = tied[0, 0] = tied.max() + 2
+    assert torch.equal(greedy_argmax(tied), tied.argmax(dim=-1))
+    assert torch.equal(greedy_argmax(tied[:, :-1]), tied[:, :-1].argmax(dim=-1))  # a non-contiguous view
+
+
 # ----------------------------------------------------------------------------- bad input
 
 
