@@ -26,39 +26,14 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER_JSON = ROOT.parent / "shared" / "assets" / "tokenizers" / "pythia" / "tokenizer.json"
 
-PROMPTS = [
-    "Question: What is the highest mountain in the world? Answer:",
-    "Question: Who wrote the play Hamlet? Answer:",
-    "The quick brown fox jumps over the lazy dog. Then it",
-    "Question: What is the capital of France, and what is it famous for? Answer:",
-    "Once upon a time",
-    "Question: How many days are there in a leap year? Answer:",
-    "A language model predicts the next word in a sequence of text. It is trained on",
-    "def add(a, b):\n    return",
-]
-
-
 def build_model(seed: int = 0) -> Any:
     """pythia-70m's architecture, random weights, float32, eval mode."""
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+    from transformers import GPTNeoXForCausalLM
 
-    config = GPTNeoXConfig(
-        vocab_size=50304,
-        hidden_size=512,
-        num_hidden_layers=6,
-        num_attention_heads=8,
-        intermediate_size=2048,
-        hidden_act="gelu",
-        max_position_embeddings=2048,
-        layer_norm_eps=1e-5,
-        use_parallel_residual=True,
-        tie_word_embeddings=False,
-        rotary_pct=0.25,
-        bos_token_id=0,
-        eos_token_id=0,
-    )
+    from llmrun.testing.checkpoints import pythia_70m_config
+
     torch.manual_seed(seed)
-    model = GPTNeoXForCausalLM(config).to(torch.float32).eval()
+    model = GPTNeoXForCausalLM(pythia_70m_config()).to(torch.float32).eval()
     model.generation_config.eos_token_id = None  # always 64 new tokens, on both paths
     model.generation_config.pad_token_id = 0
     return model
@@ -66,6 +41,8 @@ def build_model(seed: int = 0) -> Any:
 
 def prompt_ids(batch: int) -> list[list[int]]:
     """Token ids of ``batch`` prompts: the real tokenizer if present, else seeded random ids."""
+    from bench_generate import PROMPTS  # the same prompts as the end-to-end benchmark
+
     texts = [PROMPTS[i % len(PROMPTS)] for i in range(batch)]
     if TOKENIZER_JSON.is_file():
         from tokenizers import Tokenizer
