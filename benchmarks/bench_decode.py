@@ -26,6 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER_JSON = ROOT.parent / "shared" / "assets" / "tokenizers" / "pythia" / "tokenizer.json"
 
+
 def build_model(seed: int = 0) -> Any:
     """pythia-70m's architecture, random weights, float32, eval mode."""
     from transformers import GPTNeoXForCausalLM

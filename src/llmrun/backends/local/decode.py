@@ -151,8 +151,8 @@ def prepare_model_for_decoding(
     pays off only for long-running servers; finished rows then stay in the batch.
     ``quantize="int8"``: opt-in int8 weights (one scale per output channel) for every linear layer
     and the LM head, activations rounded to bfloat16 at those matmuls (:mod:`.quantize`). About
-    1.6x faster at batch 1 on a bandwidth-bound CPU and slower from batch 8 on; it changes the
-    logits, so greedy tokens can differ from float32's. CPU only, native forward only
+    1.5x faster than float32 at batch 1 on a bandwidth-bound CPU, slower at batch 32; it changes
+    the logits, so greedy tokens can differ from float32's. CPU only, native forward only
     (gpt_neox/llama), else :class:`~llmrun.errors.UnsupportedFeatureError`.
     """
     if not isinstance(model, nn.Module):
