@@ -120,6 +120,8 @@ def test_int8_is_refused_where_it_cannot_run(models: dict[str, Any]) -> None:
         prepare_model_for_decoding(model, quantize="int4")
     with pytest.raises(InvalidInputError, match="pass only one"):
         prepare_model_for_decoding(model, quantize="int8", head_dtype=torch.bfloat16)
+    with pytest.raises(InvalidInputError, match="compile=True with quantize='int8' is not supported"):
+        prepare_model_for_decoding(model, quantize="int8", compile=True)
     with pytest.raises(UnsupportedFeatureError, match="needs llmrun's own forward"):
         prepare_model_for_decoding(model, quantize="int8", native=False)
 

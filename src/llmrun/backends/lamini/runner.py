@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import math
 from collections.abc import Iterator, Mapping
@@ -12,6 +11,7 @@ from typing import Any, ClassVar
 import aiohttp
 
 from llmrun.backends.lamini.credentials import resolve_credentials
+from llmrun.backends.lamini.sync import run_sync
 from llmrun.backends.lamini.transport import RetryPolicy, Transport
 from llmrun.backends.lamini.tuning import (
     DEFAULT_POLL_INTERVAL,
@@ -123,13 +123,7 @@ class LaminiRunner(ModelRunner):
 
     # ----------------------------------------------------------------- the contract
     def complete(self, request: CompletionRequest) -> list[str]:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            return asyncio.run(self.acomplete(request))
-        # Called from inside an event loop (e.g. a notebook): run on a helper thread's own loop.
-        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(asyncio.run, self.acomplete(request)).result()
+        return run_sync(lambda: self.acomplete(request))
 
     async def acomplete(self, request: CompletionRequest) -> list[str]:
         _check_settings(request.config)

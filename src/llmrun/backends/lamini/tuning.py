@@ -15,20 +15,19 @@ the server before it is re-raised.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import dataclasses
 import json
 import logging
 import math
 import time
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
 
+from llmrun.backends.lamini.sync import run_sync
 from llmrun.backends.lamini.transport import Transport
 from llmrun.errors import (
     BackendError,
@@ -113,21 +112,6 @@ class LaminiApi:
     async def _call(self, method: str, path: str, body: Any) -> Any:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None)) as session:
             return await self.transport.call(session, method, path, body)
-
-
-def run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run the coroutine ``make()`` to completion from synchronous code.
-
-    Outside an event loop it runs on a fresh one in this thread (Ctrl-C then
-    cancels it and raises KeyboardInterrupt here); inside one (a notebook) it
-    runs on a helper thread's own loop while this thread waits.
-    """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(make())
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(lambda: asyncio.run(make())).result()
 
 
 # --------------------------------------------------------------------------- options

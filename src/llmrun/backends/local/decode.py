@@ -164,6 +164,8 @@ def prepare_model_for_decoding(
         raise InvalidInputError(
             f"head_dtype={head_dtype} and quantize={quantize!r} both set the LM head's weights; pass only one"
         )
+    if quantize != "none" and compile:
+        raise InvalidInputError(f"compile=True with quantize={quantize!r} is not supported; pass one of them")
     return PreparedModel(
         model,
         native=native,

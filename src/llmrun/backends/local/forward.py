@@ -254,7 +254,7 @@ class Decoder:
     #: Whether the head may be screened for argmax-only sessions (see :mod:`.screened_head`).
     screenable: bool = False
     #: Screened heads already built, by vocabulary size.
-    screens: dict[int, Any] = field(default_factory=dict)
+    screens: dict[int, ScreenedHead] = field(default_factory=dict)
 
     @property
     def family(self) -> Family:
@@ -317,7 +317,7 @@ class Decoder:
         module = hf.get_output_embeddings()
         width = int(module.weight.shape[0])
         vocab = width if vocab_size is None else min(vocab_size, width)
-        screen: ScreenedHead | None = self.screens.get(vocab)
+        screen = self.screens.get(vocab)
         if screen is None:
             full = self.head
             assert full is not None  # only native decoders, which always have a head, are screenable
@@ -366,7 +366,7 @@ def build_decoder(
         head_module if type(head_module) is nn.Linear and model_type in PLAIN_HEAD_MODEL_TYPES else None
     )
     if quantize == "int8":
-        return _build_int8(model, hf, base, model_type, fingerprint, plain_head if native else None, compile)
+        return _build_int8(model, hf, base, model_type, fingerprint, plain_head if native else None)
     head = None
     if plain_head is not None:
         head = LinearKernel(plain_head.weight, plain_head.bias, layouts=layouts, dtype=head_dtype)
@@ -397,7 +397,6 @@ def _build_int8(
     model_type: str,
     fingerprint: tuple[Any, ...],
     head_module: Any,
-    compile: bool,
 ) -> Decoder:
     from llmrun.backends.local.quantize import Int8Linear
     from llmrun.errors import UnsupportedFeatureError
@@ -415,9 +414,7 @@ def _build_int8(
             f"nn.Linear layers); this {type(model).__name__} ({model_type or 'unknown type'}) runs through "
             "transformers' forward, so use quantize='none'"
         )
-    compiled = torch.compile(decode_step, fullgraph=True) if compile else None
-    head = Int8Linear([head_module])
-    return Decoder(weakref.ref(model), head, base, fingerprint, native=spec, compiled_step=compiled)
+    return Decoder(weakref.ref(model), Int8Linear([head_module]), base, fingerprint, native=spec)
 
 
 def _float_linears(layouts: bool) -> LinearFactory:
