@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 pytest_plugins = ["llmrun.testing.fixtures"]
@@ -27,3 +29,19 @@ def _one_torch_thread() -> None:
     except ImportError:  # the core tests run without the local extra
         return
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def ctrl_c() -> Iterator[None]:
+    """Python's own Ctrl-C handling for the test, whatever the process started with.
+
+    A shell that starts the test run in the background (``cmd &``) makes it ignore SIGINT;
+    the Ctrl-C tests would then wait for an interrupt that never comes.
+    """
+    import signal
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -27,6 +27,7 @@ def test_returns_the_coroutines_result() -> None:
     assert run_sync(answer) == 42
 
 
+@pytest.mark.usefixtures("ctrl_c")
 def test_ctrl_c_is_not_lost_when_a_coroutine_swallows_its_cancellation() -> None:
     """asyncio.wait_for can swallow a cancellation in a race; the Ctrl-C must still reach the caller."""
 

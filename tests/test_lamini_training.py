@@ -245,6 +245,7 @@ def test_partially_completed_job_gives_its_model_with_a_warning(
     assert "ended PARTIALLY COMPLETED" in caplog.text
 
 
+@pytest.mark.usefixtures("ctrl_c")
 def test_ctrl_c_while_waiting_cancels_the_job_and_reraises(
     fake_lamini: FakeLaminiServer, qa_file: Path
 ) -> None:
@@ -260,6 +261,7 @@ def test_ctrl_c_while_waiting_cancels_the_job_and_reraises(
     assert runner.model_name == "base-model"
 
 
+@pytest.mark.usefixtures("ctrl_c")
 def test_ctrl_c_during_a_status_request_cancels_the_job(fake_lamini: FakeLaminiServer, qa_file: Path) -> None:
     fake_lamini.job_plan = ("RUNNING",)
     fake_lamini.inject(Fault.delay(1.0), path="/v1/train/jobs/1")  # the first poll hangs for a second
@@ -274,6 +276,7 @@ def test_ctrl_c_during_a_status_request_cancels_the_job(fake_lamini: FakeLaminiS
     assert fake_lamini.jobs[1].status == "CANCELLED"
 
 
+@pytest.mark.usefixtures("ctrl_c")
 def test_ctrl_c_reraised_even_when_cancelling_fails(
     fake_lamini: FakeLaminiServer, qa_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
