@@ -29,7 +29,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -54,6 +54,9 @@ from llmrun.training import (
     TrainResult,
     split_examples,
 )
+
+if TYPE_CHECKING:
+    from llmrun.backends.local.engine import LocalEngine
 
 log = logging.getLogger("llmrun.training")
 
@@ -208,8 +211,7 @@ def _batches(
 
 
 def train_local(
-    model: Any,
-    tokenizer: Any,
+    engine: LocalEngine,
     examples: Sequence[TrainingExample],
     options: TrainOptions,
     run_dir: str | Path,
@@ -217,10 +219,11 @@ def train_local(
     progress: bool = True,
     base_model: str | None = None,
 ) -> TrainResult:
-    """Fine-tune ``model`` on ``examples`` and save the run into ``run_dir``.
+    """Fine-tune the engine's model on ``examples`` and save the run into ``run_dir``.
 
-    ``model`` is a loaded transformers causal LM and is trained in place; on
-    return it is the tuned model, in eval mode. ``base_model`` (default: the
+    The model (a loaded transformers causal LM) is trained in place; on return
+    it is the tuned model, in eval mode, and the final evaluation has run
+    through ``engine``. ``base_model`` (default: the
     model's ``name_or_path``) is recorded so a LoRA adapter can find its base.
     ``progress`` shows a tqdm bar. A ``run_dir`` that already holds checkpoints
     is only reused with ``options.resume``; nothing is written over the last
@@ -228,6 +231,7 @@ def train_local(
     raise :class:`~llmrun.errors.TrainingError`.
     """
     run_dir = Path(run_dir)
+    model, tokenizer = engine.model, engine.tokenizer
     if not examples:
         raise TrainingError("no training examples; load data before calling train()")
     merged_from = getattr(model, _MERGED_ADAPTER_ATTR, None)
@@ -349,7 +353,7 @@ def train_local(
         setattr(model, _MERGED_ADAPTER_ATTR, str(run_dir / MODEL_DIR))
     else:  # a later run on this object builds on the saved tuned model
         model.name_or_path = model.config._name_or_path = str(run_dir / MODEL_DIR)
-    final_eval = evaluate_local(model, tokenizer, held_ex, options, split=False) if held_ex else None
+    final_eval = evaluate_local(engine, held_ex, options, split=False) if held_ex else None
     metrics = _metrics(state, plan, final_eval)
     meta.update(metrics=metrics, eval=None if final_eval is None else final_eval.to_dict())
     checkpointing.write_json_atomic(run_dir / MODEL_DIR / RUN_METADATA_FILE, meta)
