@@ -17,6 +17,7 @@ from llmrun import Context, GenerationConfig, Type
 from llmrun.backends.local import LocalRunner, decode
 from llmrun.backends.local.engine import LocalEngine
 from llmrun.backends.local.evaluation import greedy_generate
+from llmrun.data import load_examples
 from llmrun.errors import InvalidInputError, PromptTooLongError
 from llmrun.runner import CompletionRequest, OutputSpec
 
@@ -182,11 +183,8 @@ def test_batch_close_cancels_every_row(runner: LocalRunner) -> None:
 
 
 def test_evaluation_uses_the_runners_decoder_not_a_second_one(runner: LocalRunner) -> None:
-    runner.load_data([{"input": f"q{i}", "output": f"a{i}"} for i in range(6)])
-    try:
-        runner.evaluate()
-    finally:
-        runner.clear_data()
+    examples = load_examples([{"input": f"q{i}", "output": f"a{i}"} for i in range(6)])
+    runner.evaluate_examples(examples)
     assert runner.model not in decode._PREPARED  # no weights prepared a second time
 
 
