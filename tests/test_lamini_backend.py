@@ -355,8 +355,8 @@ def test_unflatten() -> None:
 
 @pytest.mark.parametrize(
     ("schema", "field", "kind"),
-    [(WithList, "WithList.tags", "a list"), (WithLiteral, "WithLiteral.kind", "a Literal"),
-     (WithEnum, "WithEnum.color", "an Enum"), (Deep, "Deep.extras", "a list")],
+    [(WithList, "WithList.tags", "a list"), (WithLiteral, "WithLiteral.kind", "a literal"),
+     (WithEnum, "WithEnum.color", "an enum"), (Deep, "Deep.extras", "a list")],
 )  # fmt: skip
 def test_inexpressible_fields_fail_before_the_call(
     server: FakeLaminiServer, schema: type[Type], field: str, kind: str

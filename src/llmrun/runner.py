@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, overload
 
 from llmrun import outcomes
+from llmrun.capabilities import SAMPLING_OPTIONS as SAMPLING_OPTIONS
+from llmrun.capabilities import Capabilities as Capabilities
 from llmrun.errors import (
     InvalidInputError,
     OutputValidationError,
@@ -50,11 +52,6 @@ Prompt = str | Type
 #: Why a completion ended: ``"stop"`` (an end-of-sequence token, a stop
 #: sequence, or the JSON closed) or ``"length"`` (the token budget ran out).
 FinishReason = Literal["stop", "length"]
-
-#: Every generation option a backend may honour besides ``max_new_tokens``.
-SAMPLING_OPTIONS: frozenset[str] = frozenset(
-    {"temperature", "top_p", "top_k", "repetition_penalty", "stop", "seed"}
-)
 
 
 @dataclass(frozen=True)
@@ -208,21 +205,6 @@ class RunResult(Generic[O]):
     usage: Usage
 
 
-@dataclass(frozen=True)
-class Capabilities:
-    """What a runner class can do, declared as data and checked in one place.
-
-    ``streams``: yields text as it is generated (else :meth:`ModelRunner.stream`
-    raises). ``trains``: fine-tunes. ``sampling``: the generation options
-    (besides ``max_new_tokens``) it honours; a request that sets another one
-    away from its default is refused before any work.
-    """
-
-    streams: bool = False
-    trains: bool = False
-    sampling: frozenset[str] = SAMPLING_OPTIONS
-
-
 class ModelRunner(ABC):
     """A model behind llmrun's interface. Subclass it to add a backend.
 
@@ -272,7 +254,7 @@ class ModelRunner(ABC):
 
         Closing the iterator (or dropping it) stops generation and frees the model. Optional.
         """
-        raise UnsupportedFeatureError(f"{type(self).__name__} (backend {self.backend_name!r}) cannot stream")
+        raise UnsupportedFeatureError(f"{self._who()} cannot stream")
 
     def train_examples(self, examples: list[TrainingExample], options: TrainOptions) -> TrainResult:
         """Fine-tune on ``examples``; afterwards the runner answers with the tuned model. Optional."""
@@ -379,10 +361,15 @@ class ModelRunner(ABC):
 
         Closing the iterator (or dropping it) stops generation.
         """
+        if not self.capabilities.streams:
+            raise UnsupportedFeatureError(f"{self._who()} cannot stream")
         request, single = self._prepare(prompt, output_type, options)
         if not single:
             raise InvalidInputError("stream() takes one prompt, not a list; call it once per prompt")
         return self.stream_completion(request)
+
+    def _who(self) -> str:
+        return f"{type(self).__name__} (backend {self.backend_name!r})"
 
     def _prepare(
         self, prompt: Prompt | Sequence[Prompt], output_type: type[Type] | None, options: dict[str, Any]
@@ -398,6 +385,7 @@ class ModelRunner(ABC):
         template = check_template(options.pop("template")) if "template" in options else self.template
         config = self.generation.merged(**options)
         output_type = output.output_type if output is not None else None
+        self.capabilities.check(self._who(), config, output_type)
         single = isinstance(prompt, str | Type)
         items: Sequence[Any] = [prompt] if single else _as_prompt_list(prompt)
         prompts = tuple(_render_one(i, item, output_type, template) for i, item in enumerate(items))

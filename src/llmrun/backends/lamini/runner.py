@@ -30,7 +30,6 @@ from llmrun.errors import (
     LLMRunError,
     ModelNotFoundError,
     TrainingError,
-    UnsupportedFeatureError,
 )
 from llmrun.generation import GenerationConfig, cut_at_stop
 from llmrun.runner import Capabilities, Completion, CompletionRequest, ModelRunner
@@ -59,14 +58,17 @@ class LaminiRunner(ModelRunner):
     options Lamini honours); afterwards ``model_name`` is the tuned model.
 
     Lamini's completions API takes no sampling settings: ``temperature``,
-    ``top_p``, ``top_k`` and ``repetition_penalty`` must keep their defaults
-    (else :class:`~llmrun.errors.UnsupportedFeatureError`); ``stop`` is applied
-    to the returned text.
+    ``top_p``, ``top_k``, ``repetition_penalty`` and ``seed`` must keep their
+    defaults (else :class:`~llmrun.errors.UnsupportedFeatureError`, from the
+    runner's ``capabilities``); ``stop`` is applied to the returned text.
     """
 
     backend_name: ClassVar[str] = "lamini"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        streams=True, trains=True, sampling=frozenset({"stop", "seed"})
+        streams=True,
+        trains=True,
+        sampling=frozenset({"stop"}),
+        field_kinds=frozenset({"str", "int", "float", "bool", "optional", "nested"}),
     )
 
     def __init__(
@@ -128,7 +130,6 @@ class LaminiRunner(ModelRunner):
         return run_sync(lambda: self.acomplete(request))
 
     async def acomplete(self, request: CompletionRequest) -> list[Completion]:
-        _check_settings(request.config)
         wire_type = lamini_output_type(request.output_type) if request.output_type is not None else None
         prompts = request.prompts
         chunks = [
@@ -249,17 +250,6 @@ def _collect(chunks: list[range], outcomes: list[list[Completion] | BaseExceptio
     if len(chunks) == 1 or isinstance(errors[0][1], _WHOLE_CALL_ERRORS):
         raise errors[0][1]
     raise BatchError.of({i: error for chunk, error in errors for i in chunk}, results)
-
-
-def _check_settings(config: GenerationConfig) -> None:
-    defaults = GenerationConfig()
-    for name in ("temperature", "top_p", "top_k", "repetition_penalty"):
-        value = getattr(config, name)
-        if value != getattr(defaults, name):
-            raise UnsupportedFeatureError(
-                f"{name}={value!r} cannot be honoured: Lamini's completions API has no {name} setting. "
-                f"Leave {name} at its default ({getattr(defaults, name)!r}) or use the local backend"
-            )
 
 
 def _positive(name: str, value: object, allow_zero: bool = False) -> None:
