@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from llmrun.checks import is_int_at_least
 from llmrun.errors import ConfigurationError, DependencyError, InvalidInputError
 
 if TYPE_CHECKING:
@@ -93,7 +94,7 @@ CORPUS: tuple[str, ...] = (
 
 
 def _check_vocab_size(vocab_size: int, minimum: int, what: str) -> None:
-    if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < minimum:
+    if not is_int_at_least(vocab_size, minimum):
         raise InvalidInputError(
             f"vocab_size={vocab_size!r} is too small for {what}: it needs at least {minimum} "
             "(the byte alphabet and the special tokens); pass a larger int such as 512."

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
@@ -22,6 +21,7 @@ from llmrun.backends.lamini.tuning import (
     train_on_lamini,
 )
 from llmrun.backends.lamini.wire_types import lamini_output_type, unflatten
+from llmrun.checks import is_int_at_least, is_number_at_least
 from llmrun.errors import (
     AuthenticationError,
     BackendError,
@@ -253,8 +253,7 @@ def _collect(chunks: list[range], outcomes: list[list[Completion] | BaseExceptio
 
 
 def _positive(name: str, value: object, allow_zero: bool = False) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or float(value) < 0 or (float(value) == 0 and not allow_zero):  # type: ignore[arg-type]
+    if not is_number_at_least(value, 0, strict=not allow_zero):
         rule = ">= 0" if allow_zero else "> 0"
         raise ConfigurationError(
             f"lamini option {name}={value!r} is invalid: it must be a number of seconds {rule}"
@@ -262,7 +261,7 @@ def _positive(name: str, value: object, allow_zero: bool = False) -> None:
 
 
 def _count(name: str, value: object, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_int_at_least(value, minimum):
         raise ConfigurationError(
             f"lamini option {name}={value!r} is invalid: it must be an integer >= {minimum}"
         )

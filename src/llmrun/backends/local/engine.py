@@ -27,6 +27,7 @@ from llmrun.backends.local import decode as decoding
 from llmrun.backends.local.quantize import check_quantize
 from llmrun.backends.local.stepping import EngineBatch, Row
 from llmrun.backends.local.text import TextDeltas, stop_sequence_hit, unstable_token_ids
+from llmrun.checks import is_int_at_least
 from llmrun.errors import (
     BatchError,
     ConfigurationError,
@@ -77,7 +78,7 @@ class LocalEngine:
     @staticmethod
     def check_options(*, quantize: object, max_batch_size: object) -> str:
         """Check the engine's options (:class:`~llmrun.errors.ConfigurationError`); the quantize mode."""
-        if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
+        if not is_int_at_least(max_batch_size, 1):
             raise ConfigurationError(f"max_batch_size={max_batch_size!r} is invalid: use a positive integer")
         try:
             return check_quantize(quantize)

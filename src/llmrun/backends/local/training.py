@@ -170,7 +170,9 @@ def _prepare(
     train_ex, held_ex = split_examples(examples, options.eval_fraction, options.seed)
     if not train_ex:
         raise TrainingError("no examples left for training after the held-out split; lower eval_fraction")
-    max_length = _model_max_length(model, options.max_length)
+    max_length = min(options.max_length, engine.context_length)
+    if max_length < options.max_length:
+        log.info("max_length %d exceeds the model's context (%d); using it", options.max_length, max_length)
     train_enc = encode_examples(tokenizer, train_ex, max_length)
     held_enc = encode_examples(tokenizer, held_ex, max_length) if held_ex else []
     num_params = sum(p.numel() for p in model.parameters())
@@ -354,14 +356,6 @@ def _base_model_name(model: Any, base_model: str | None) -> str:
         return type(model).__name__
     path = Path(name)
     return str(path.resolve()) if path.is_dir() else str(name)
-
-
-def _model_max_length(model: Any, requested: int) -> int:
-    limit = getattr(model.config, "max_position_embeddings", None)
-    if isinstance(limit, int) and 0 < limit < requested:
-        log.info("max_length %d exceeds the model's context (%d); using %d", requested, limit, limit)
-        return limit
-    return requested
 
 
 def _metrics(state: Progress, plan: Plan, final_eval: EvalResult | None) -> dict[str, float]:
