@@ -11,7 +11,6 @@ from typing import Any, ClassVar
 import aiohttp
 
 from llmrun.backends.lamini.credentials import resolve_credentials
-from llmrun.backends.lamini.sync import run_sync
 from llmrun.backends.lamini.transport import RetryPolicy, Transport
 from llmrun.backends.lamini.tuning import (
     DEFAULT_POLL_INTERVAL,
@@ -22,6 +21,7 @@ from llmrun.backends.lamini.tuning import (
     train_on_lamini,
 )
 from llmrun.backends.lamini.wire_types import lamini_output_type, unflatten
+from llmrun.backends.sync import run_sync
 from llmrun.errors import (
     AuthenticationError,
     BackendError,

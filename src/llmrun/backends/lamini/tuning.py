@@ -27,8 +27,8 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from llmrun.backends.lamini.sync import run_sync
 from llmrun.backends.lamini.transport import Transport
+from llmrun.backends.sync import run_sync
 from llmrun.errors import (
     BackendError,
     LLMRunError,
