@@ -51,7 +51,7 @@ MAX_BODY_BYTES = 32 * 1024 * 1024
 #: Most requests kept in :attr:`FakeLaminiServer.requests`.
 MAX_RECORDED = 10_000
 
-FaultKind = Literal["status", "delay", "stall", "malformed", "drop"]
+FaultKind = Literal["status", "delay", "stall", "malformed", "drop", "lost_reply"]
 
 
 @dataclass(frozen=True)
@@ -88,6 +88,15 @@ class Fault:
     def drop(cls) -> Fault:
         """Close the connection without any response."""
         return cls("drop")
+
+    @classmethod
+    def lost_reply(cls, status: int = 502, detail: str = "Bad Gateway") -> Fault:
+        """Carry the request out (a job starts, data is stored), then answer ``status`` instead of the result.
+
+        A proxy losing the reply of a call that worked: what a blind retry of a call
+        that is not idempotent turns into a second job.
+        """
+        return cls("lost_reply", status=status, detail=detail)
 
 
 @dataclass
@@ -376,6 +385,9 @@ class FakeLaminiServer:
             if is_completion:
                 with self._lock:
                     self._in_flight -= 1
+        if fault is not None and fault.kind == "lost_reply":
+            _send(h, fault.status, {"detail": fault.detail})
+            return
         _send(h, 200, payload)
 
     def _take_fault(self, path: str) -> Fault | None:
@@ -389,6 +401,8 @@ class FakeLaminiServer:
 
     def _apply_fault(self, h: _Handler, fault: Fault) -> bool:
         """Carry out ``fault``; True when the request is finished."""
+        if fault.kind == "lost_reply":
+            return False  # answered after the request is carried out, in _handle
         if fault.kind == "delay":
             self._stop.wait(fault.seconds)
             return False
