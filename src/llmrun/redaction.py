@@ -51,9 +51,10 @@ class Secret:
 
     __slots__ = ("__weakref__", "_value")
 
-    def __init__(self, value: str) -> None:
+    def __init__(self, value: str, *, public: bool = False) -> None:
+        """``public=True``: a placeholder that is no secret (``"EMPTY"``), not redacted anywhere."""
         self._value = value
-        if value:
+        if value and not public:
             with _lock:
                 _live.add(self)
             _install_log_filter()

@@ -1,6 +1,6 @@
 """Backends by name, and :func:`load`, the one way to build a runner from settings.
 
-Built-in backends are ``local``, ``lamini`` and ``fake``. Third-party packages
+Built-in backends are ``local``, ``lamini``, ``openai`` and ``fake``. Third-party packages
 add theirs through the entry-point group ``llmrun.backends``::
 
     [project.entry-points."llmrun.backends"]
@@ -24,6 +24,7 @@ ENTRY_POINT_GROUP = "llmrun.backends"
 _BUILTIN: dict[str, str] = {
     "local": "llmrun.backends.local:LocalRunner",
     "lamini": "llmrun.backends.lamini:LaminiRunner",
+    "openai": "llmrun.backends.openai:OpenAIRunner",
     "fake": "llmrun.testing.fake:FakeRunner",
 }
 _registered: dict[str, type[ModelRunner] | str] = {}
@@ -74,7 +75,7 @@ def load(model: str | None = None, backend: str | None = None, **options: Any) -
     the config file > defaults (backend ``local``, model ``EleutherAI/pythia-70m``).
     ``generation`` (a :class:`~llmrun.GenerationConfig`) and ``template`` go to
     every runner; other options belong to the backend (e.g. ``device``, ``dtype``
-    for ``local``; ``api_key``, ``timeout`` for ``lamini``).
+    for ``local``; ``api_key``, ``timeout`` for ``lamini``; ``base_url``, ``profile`` for ``openai``).
     """
     file_settings = read_config_file()
     backend_name, model_name = resolve_backend_and_model(backend, model, file_settings)

@@ -23,7 +23,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -31,6 +31,7 @@ from llmrun.errors import (
     AuthenticationError,
     BackendError,
     BadRequestError,
+    BatchError,
     ConfigurationError,
     LLMRunError,
     RateLimitError,
@@ -47,6 +48,7 @@ __all__ = [
     "append_note",
     "check_count",
     "check_seconds",
+    "collect_batch",
     "response_detail",
     "retry_after_seconds",
     "status_failure",
@@ -306,3 +308,47 @@ def check_count(backend: str, name: str, value: object, minimum: int = 1) -> Non
         raise ConfigurationError(
             f"{backend} option {name}={value!r} is invalid: it must be an integer >= {minimum}"
         )
+
+
+def collect_batch(
+    chunks: Sequence[range],
+    outcomes: Sequence[list[T] | BaseException],
+    *,
+    whole_call_errors: tuple[type[BaseException], ...] = (),
+) -> list[T]:
+    """Join the results of a batch's chunks in order, or raise.
+
+    ``outcomes[i]`` is chunk ``i``'s results or its error. One failed chunk of a
+    one-chunk batch, or an error in ``whole_call_errors`` (the same for every item:
+    a wrong key, an unknown model), is raised as it is; otherwise a
+    :class:`~llmrun.errors.BatchError` maps each failed item to its error.
+    """
+    errors = [(c, o) for c, o in zip(chunks, outcomes, strict=True) if isinstance(o, BaseException)]
+    if not errors:
+        return [text for o in outcomes if not isinstance(o, BaseException) for text in o]
+    for _, error in errors:
+        if not isinstance(error, LLMRunError):
+            raise error  # a bug or a cancellation, not a backend failure
+    if len(chunks) == 1 or isinstance(errors[0][1], whole_call_errors):
+        raise errors[0][1]
+    failures = {i: error for chunk, error in errors for i in chunk}
+    total = sum(len(c) for c in chunks)
+    kinds = "; ".join(sorted({f"{type(e).__name__}: {e}" for _, e in errors})[:3])
+    raise BatchError(
+        f"{len(failures)} of {total} prompts failed (items {item_ranges(sorted(failures))}): {kinds}",
+        failures,
+    )
+
+
+def item_ranges(indices: list[int]) -> str:
+    """``[0, 1, 2, 5]`` as ``"0-2, 5"``."""
+    parts: list[str] = []
+    start = prev = indices[0]
+    for i in [*indices[1:], None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    return ", ".join(parts)

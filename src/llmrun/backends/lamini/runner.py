@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 
-from llmrun.backends.http import check_count, check_seconds
+from llmrun.backends.http import check_count, check_seconds, collect_batch
 from llmrun.backends.lamini.api import LaminiApi
 from llmrun.backends.lamini.credentials import resolve_credentials
 from llmrun.backends.lamini.evaluation import evaluate_job, find_job
@@ -26,9 +26,7 @@ from llmrun.backends.sync import run_sync
 from llmrun.errors import (
     AuthenticationError,
     BackendError,
-    BatchError,
     ConfigurationError,
-    LLMRunError,
     ModelNotFoundError,
     TrainingError,
     UnsupportedFeatureError,
@@ -149,7 +147,7 @@ class LaminiRunner(ModelRunner):
                     )
 
             outcomes = await asyncio.gather(*(run(c) for c in chunks), return_exceptions=True)
-        return _collect(chunks, outcomes)
+        return collect_batch(chunks, outcomes, whole_call_errors=_WHOLE_CALL_ERRORS)
 
     def stream_completion(
         self, prompt: str, config: GenerationConfig, output_type: type[Type] | None = None
@@ -266,38 +264,6 @@ def _text(item: Any, stop: tuple[str, ...]) -> str:
 def _shape(value: Any) -> str:
     text = json.dumps(value)[:80] if not isinstance(value, bytes) else repr(value[:80])
     return f"{type(value).__name__} {text}"
-
-
-def _collect(chunks: list[range], outcomes: list[list[str] | BaseException]) -> list[str]:
-    """Join chunk results in order, or raise: one error as is, several as a BatchError."""
-    errors = [(c, o) for c, o in zip(chunks, outcomes, strict=True) if isinstance(o, BaseException)]
-    if not errors:
-        return [text for o in outcomes if not isinstance(o, BaseException) for text in o]
-    for _, error in errors:
-        if not isinstance(error, LLMRunError):
-            raise error  # a bug or a cancellation, not a backend failure
-    if len(chunks) == 1 or isinstance(errors[0][1], _WHOLE_CALL_ERRORS):
-        raise errors[0][1]
-    failures = {i: error for chunk, error in errors for i in chunk}
-    total = sum(len(c) for c in chunks)
-    kinds = "; ".join(sorted({f"{type(e).__name__}: {e}" for _, e in errors})[:3])
-    raise BatchError(
-        f"{len(failures)} of {total} prompts failed (items {_ranges(sorted(failures))}): {kinds}",
-        failures,
-    )
-
-
-def _ranges(indices: list[int]) -> str:
-    parts: list[str] = []
-    start = prev = indices[0]
-    for i in [*indices[1:], None]:
-        if i is not None and i == prev + 1:
-            prev = i
-            continue
-        parts.append(str(start) if start == prev else f"{start}-{prev}")
-        if i is not None:
-            start = prev = i
-    return ", ".join(parts)
 
 
 def _check_settings(config: GenerationConfig) -> None:
