@@ -28,6 +28,7 @@ from llmrun.errors import (
     ServiceUnavailableError,
     UnsupportedFeatureError,
 )
+from llmrun.runner import OutputSpec
 from llmrun.testing.openai_server import FakeOpenAIServer, Fault
 
 KEY = "test-key"
@@ -197,7 +198,9 @@ def test_a_server_ignoring_the_schema_is_asked_again_with_the_error(fake_openai:
 def test_re_asking_on_the_completions_endpoint_appends_the_error() -> None:
     """No built-in profile re-asks on /completions (those that take a schema there enforce it), so the
     conversation is checked by itself."""
-    ask = TypedAsk(chat=False, fields={}, output_type=Answer, enforced=False, profile="custom")
+    ask = TypedAsk(
+        chat=False, fields={}, output=OutputSpec.for_type(Answer), enforced=False, profile="custom"
+    )
     talk = ask.conversation("Q: capital of France?\nA:")
     assert talk.check('{"answer": 5}', "stop", last=False) is None
     assert isinstance(talk.current, str)

@@ -32,8 +32,7 @@ from llmrun.errors import (
     UnsupportedFeatureError,
 )
 from llmrun.generation import GenerationConfig
-from llmrun.runner import CompletionRequest, ModelRunner
-from llmrun.schema import Type
+from llmrun.runner import Capabilities, Completion, CompletionRequest, ModelRunner
 from llmrun.training import EvalResult, TrainingExample, TrainOptions, TrainResult
 
 #: Errors that are the same for every item of a batch: raised as they are, not as a BatchError.
@@ -67,6 +66,9 @@ class LaminiRunner(ModelRunner):
     """
 
     backend_name: ClassVar[str] = "lamini"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        streams=True, trains=True, sampling=frozenset({"stop", "seed"})
+    )
 
     def __init__(
         self,
@@ -126,10 +128,10 @@ class LaminiRunner(ModelRunner):
         return self._transport.retry
 
     # ----------------------------------------------------------------- the contract
-    def complete(self, request: CompletionRequest) -> list[str]:
+    def complete(self, request: CompletionRequest) -> list[Completion]:
         return run_sync(lambda: self.acomplete(request))
 
-    async def acomplete(self, request: CompletionRequest) -> list[str]:
+    async def acomplete(self, request: CompletionRequest) -> list[Completion]:
         _check_settings(request.config)
         wire_type = lamini_output_type(request.output_type) if request.output_type is not None else None
         prompts = request.prompts
@@ -140,7 +142,7 @@ class LaminiRunner(ModelRunner):
         timeout = aiohttp.ClientTimeout(total=None)  # the transport times each request itself
         async with aiohttp.ClientSession(timeout=timeout) as session:
 
-            async def run(chunk: range) -> list[str]:
+            async def run(chunk: range) -> list[Completion]:
                 async with gate:
                     return await self._complete_chunk(
                         session, [prompts[i] for i in chunk], request, wire_type
@@ -149,11 +151,10 @@ class LaminiRunner(ModelRunner):
             outcomes = await asyncio.gather(*(run(c) for c in chunks), return_exceptions=True)
         return collect_batch(chunks, outcomes, whole_call_errors=_WHOLE_CALL_ERRORS)
 
-    def stream_completion(
-        self, prompt: str, config: GenerationConfig, output_type: type[Type] | None = None
-    ) -> Iterator[str]:
+    def stream_completion(self, request: CompletionRequest) -> Iterator[str]:
         """Lamini's completions endpoint is not incremental: the whole text comes as one piece."""
-        yield from self.complete(CompletionRequest((prompt,), config, output_type))
+        for completion in self.complete(request):
+            yield completion.text
 
     def train_examples(self, examples: list[TrainingExample], options: TrainOptions) -> TrainResult:
         """Tune ``model_name`` on Lamini and wait; afterwards ``model_name`` is the tuned model."""
@@ -215,7 +216,8 @@ class LaminiRunner(ModelRunner):
         prompts: list[str],
         request: CompletionRequest,
         wire_type: dict[str, str] | None,
-    ) -> list[str]:
+    ) -> list[Completion]:
+        """One ``/v1/completions`` call. Lamini reports neither token counts nor why a text ended."""
         batched = len(prompts) > 1
         body = completion_body(
             self.model_name, prompts if batched else prompts[0], wire_type, request.max_new_tokens
@@ -229,8 +231,10 @@ class LaminiRunner(ModelRunner):
                 status_code=200,
             )
         if wire_type is not None:
-            return [json.dumps(unflatten(item) if isinstance(item, dict) else item) for item in items]
-        return [_text(item, request.config.stop) for item in items]
+            return [
+                Completion(json.dumps(unflatten(item) if isinstance(item, dict) else item)) for item in items
+            ]
+        return [Completion(_text(item, request.config.stop)) for item in items]
 
 
 def completion_body(

@@ -19,8 +19,15 @@ from llmrun.backends.sync import run_sync
 from llmrun.errors import AuthenticationError, ConfigurationError, ModelNotFoundError
 from llmrun.generation import GenerationConfig
 from llmrun.redaction import Secret
-from llmrun.runner import CompletionRequest, ModelRunner
-from llmrun.schema import Type
+from llmrun.runner import (
+    SAMPLING_OPTIONS,
+    Capabilities,
+    Completion,
+    CompletionRequest,
+    FinishReason,
+    ModelRunner,
+    Usage,
+)
 
 __all__ = ["NO_KEY", "OpenAIRunner"]
 
@@ -56,6 +63,8 @@ class OpenAIRunner(ModelRunner):
     """
 
     backend_name: ClassVar[str] = "openai"
+    #: Which sampling settings a server takes depends on its profile: checked per request.
+    capabilities: ClassVar[Capabilities] = Capabilities(streams=True, sampling=SAMPLING_OPTIONS)
 
     def __init__(
         self,
@@ -105,17 +114,17 @@ class OpenAIRunner(ModelRunner):
         return self._profile
 
     # ----------------------------------------------------------------- the contract
-    def complete(self, request: CompletionRequest) -> list[str]:
+    def complete(self, request: CompletionRequest) -> list[Completion]:
         return run_sync(lambda: self.acomplete(request))
 
-    async def acomplete(self, request: CompletionRequest) -> list[str]:
+    async def acomplete(self, request: CompletionRequest) -> list[Completion]:
         async with self._async_client() as client:
             profile = await self._detect(client)
             sampling = sampling_fields(profile, request.config)
             ask = self._typed_ask(profile, request)
             gate = asyncio.Semaphore(self.max_concurrency)
 
-            async def one(prompt: str) -> list[str]:
+            async def one(prompt: str) -> list[Completion]:
                 async with gate:
                     return [await self._complete_one(client, profile, prompt, request, sampling, ask)]
 
@@ -123,13 +132,15 @@ class OpenAIRunner(ModelRunner):
         chunks = [range(i, i + 1) for i in range(len(request.prompts))]
         return collect_batch(chunks, outcomes, whole_call_errors=_WHOLE_CALL_ERRORS)
 
-    def stream_completion(
-        self, prompt: str, config: GenerationConfig, output_type: type[Type] | None = None
-    ) -> Iterator[str]:
-        """Text deltas over server-sent events; closing the iterator closes the stream."""
-        request = CompletionRequest((prompt,), config, output_type)
+    def stream_completion(self, request: CompletionRequest) -> Iterator[str]:
+        """Text deltas over server-sent events; closing the iterator closes the stream.
+
+        Typed streams send the schema like typed calls; the joined text is validated by
+        the caller, not re-asked (the text has already been shown).
+        """
+        (prompt,) = request.prompts
         profile = self._profile or run_sync(self._detect_once)
-        sampling = sampling_fields(profile, config)
+        sampling = sampling_fields(profile, request.config)
         ask = self._typed_ask(profile, request)
         chat = self.chat or (ask is not None and ask.chat)
         body = {**sampling, **(ask.fields if ask else {})}
@@ -160,7 +171,7 @@ class OpenAIRunner(ModelRunner):
         request: CompletionRequest,
         sampling: dict[str, Any],
         ask: TypedAsk | None,
-    ) -> str:
+    ) -> Completion:
         chat = self.chat or (ask is not None and ask.chat)
         ctx = self._context(profile, chat, ask is not None)
         conversation = ask.conversation(prompt) if ask else None
@@ -169,11 +180,11 @@ class OpenAIRunner(ModelRunner):
             target = conversation.current if conversation else prompt
             reply = await self._send(client, chat, target, request, body, ctx)
             if ask is None or conversation is None:
-                return wire.cut_at_stop(reply.text, request.config.stop)
+                return _completion(reply, wire.cut_at_stop(reply.text, request.config.stop))
             last = round_ == self.validation_retries
             outcome = conversation.check(reply.text, reply.finish_reason, last=last)
             if outcome is not None:
-                return outcome
+                return _completion(reply, outcome)
             logger.info(
                 "%s reply failed validation; asking again with the error (%d of %d)",
                 profile.name, round_ + 1, self.validation_retries,
@@ -238,10 +249,10 @@ class OpenAIRunner(ModelRunner):
 
     # ----------------------------------------------------------------- helpers
     def _typed_ask(self, profile: ServerProfile, request: CompletionRequest) -> TypedAsk | None:
-        if request.output_type is None:
+        if request.output is None:
             return None
-        schema = bounded_schema(request.output_type, request.max_new_tokens)
-        return TypedAsk.build(profile, self.chat, schema, request.output_type)
+        schema = bounded_schema(request.output.json_schema, request.max_new_tokens)
+        return TypedAsk.build(profile, self.chat, schema, request.output)
 
     def _context(self, profile: ServerProfile, chat: bool, typed: bool) -> wire.CallContext:
         what = "POST /chat/completions" if chat else "POST /completions"
@@ -276,6 +287,11 @@ class OpenAIRunner(ModelRunner):
             self.base_url, self._profile.name, sorted({o for _, o in models}) or "none",
         )  # fmt: skip
         return self._profile
+
+
+def _completion(reply: wire.Reply, text: str) -> Completion:
+    finish: FinishReason = "length" if reply.finish_reason == "length" else "stop"
+    return Completion(text, finish, Usage(reply.prompt_tokens, reply.completion_tokens))
 
 
 def _check_base_url(base_url: object, profile: ServerProfile | None) -> str:

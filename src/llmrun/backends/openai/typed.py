@@ -23,16 +23,16 @@ from llmrun.backends.local.schema_bounds import TOKENS_PER_CHAR, bound_schema
 from llmrun.backends.openai.profiles import ServerProfile, schema_fields
 from llmrun.errors import IncompleteOutputError, OutputValidationError, UnsupportedFeatureError
 from llmrun.generation import GenerationConfig
-from llmrun.schema import Type, output_json_schema, parse_output
+from llmrun.runner import OutputSpec
 
 __all__ = ["Conversation", "TypedAsk", "bounded_schema", "sampling_fields"]
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*\n?(.*?)\n?\s*```\s*$", re.DOTALL)
 
 
-def bounded_schema(output_type: type[Type], max_new_tokens: int) -> dict[str, Any]:
-    """``output_type``'s JSON Schema sized to ``max_new_tokens`` for a remote server (module docstring)."""
-    bounded = bound_schema(output_json_schema(output_type), max_new_tokens)
+def bounded_schema(json_schema: dict[str, Any], max_new_tokens: int) -> dict[str, Any]:
+    """``json_schema`` sized to ``max_new_tokens`` for a remote server (see the module docstring)."""
+    bounded = bound_schema(json_schema, max_new_tokens)
     schema = bounded.schema
     _cap_strings(schema, max(bounded.string_tokens // TOKENS_PER_CHAR, 0))
     return schema
@@ -104,13 +104,13 @@ class TypedAsk:
 
     chat: bool
     fields: dict[str, Any]
-    output_type: type[Type]
+    output: OutputSpec
     enforced: bool
     profile: str
 
     @classmethod
     def build(
-        cls, profile: ServerProfile, chat: bool, schema: dict[str, Any], output_type: type[Type]
+        cls, profile: ServerProfile, chat: bool, schema: dict[str, Any], output: OutputSpec
     ) -> TypedAsk:
         use_chat = chat or profile.completions_schema is None
         if profile.schema_shape(use_chat) is None:
@@ -118,8 +118,8 @@ class TypedAsk:
                 f"profile {profile.name!r} has no way to ask for a JSON schema; "
                 "use chat=True or another profile"
             )
-        fields = schema_fields(profile, use_chat, schema, output_type.__name__)
-        return cls(use_chat, fields, output_type, profile.enforces_schema, profile.name)
+        fields = schema_fields(profile, use_chat, schema, output.name)
+        return cls(use_chat, fields, output, profile.enforces_schema, profile.name)
 
     def conversation(self, prompt: str) -> Conversation:
         return Conversation(self, [{"role": "user", "content": prompt}] if self.chat else prompt)
@@ -138,11 +138,11 @@ class Conversation:
         self.rounds += 1
         candidate = strip_fences(text)
         try:
-            parse_output(candidate, self.ask.output_type)
+            self.ask.output.parse(candidate)
         except OutputValidationError as bad:
             if self.ask.enforced and finish_reason == "length":
                 raise IncompleteOutputError(
-                    f"the server ran out of tokens before the {self.ask.output_type.__name__} JSON was "
+                    f"the server ran out of tokens before the {self.ask.output.name} JSON was "
                     "complete; raise max_new_tokens",
                     text,
                 ) from None
@@ -161,7 +161,7 @@ class Conversation:
     def _feed_back(self, text: str, error: str) -> None:
         note = (
             f"That reply is not valid: {error}. Answer again with only one JSON object that follows the "
-            f"{self.ask.output_type.__name__} schema."
+            f"{self.ask.output.name} schema."
         )
         if isinstance(self.current, list):
             self.current = [
