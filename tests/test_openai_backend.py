@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,6 +98,19 @@ def test_repr_and_errors_never_show_the_key(fake_openai: FakeOpenAIServer) -> No
         runner("Hello")
     assert secret not in str(caught.value)
     assert "***" in str(caught.value)
+
+
+def test_the_clients_debug_lines_are_redacted(
+    fake_openai: FakeOpenAIServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "sk-test-fedcba9876543210SECRET"
+    runner = make(fake_openai, api_key=secret)  # its key is redacted while the runner lives
+    caplog.set_level(logging.DEBUG)
+    for name in ("openai", "openai._base_client", "httpx", "llmrun.backends.openai"):
+        logging.getLogger(name).debug("request with Authorization: Bearer %s", secret)
+    assert "Bearer ***" in caplog.text
+    assert secret not in caplog.text
+    assert runner.model_name == MODEL
 
 
 def test_openai_key_is_not_sent_to_other_servers(
