@@ -404,6 +404,22 @@ def test_stream_typed_yields_the_json(fake_openai: FakeOpenAIServer) -> None:
     assert Answer.model_validate_json(text) == runner(Q, output_type=Answer)
 
 
+def test_stream_checks_settings_before_the_first_delta(fake_openai: FakeOpenAIServer) -> None:
+    runner = make(fake_openai, profile="ollama")
+    with pytest.raises(UnsupportedFeatureError, match="top_k"):
+        runner.stream("Hello", top_k=3)  # not even iterated
+    assert fake_openai.requests == []
+
+
+def test_closing_a_stream_early_is_clean(fake_openai: FakeOpenAIServer) -> None:
+    runner = make(fake_openai, profile="generic")
+    stream = runner.stream("Once upon a time", max_new_tokens=12)
+    first = next(stream)
+    stream.close()  # type: ignore[attr-defined]
+    assert first
+    assert isinstance(runner("next call works"), str)
+
+
 def test_stream_errors_are_llmrun_errors(fake_openai: FakeOpenAIServer) -> None:
     runner = make(fake_openai, profile="generic", max_retries=0)
     fake_openai.fail(503, "down")

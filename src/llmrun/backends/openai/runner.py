@@ -135,8 +135,9 @@ class OpenAIRunner(ModelRunner):
     def stream_completion(self, request: CompletionRequest) -> Iterator[str]:
         """Text deltas over server-sent events; closing the iterator closes the stream.
 
-        Typed streams send the schema like typed calls; the joined text is validated by
-        the caller, not re-asked (the text has already been shown).
+        Settings are checked (and the profile detected) here, before the first delta is
+        asked for. Typed streams send the schema like typed calls; the joined text is
+        validated by the caller, not re-asked (the text has already been shown).
         """
         (prompt,) = request.prompts
         profile = self._profile or run_sync(self._detect_once)
@@ -144,7 +145,11 @@ class OpenAIRunner(ModelRunner):
         ask = self._typed_ask(profile, request)
         chat = self.chat or (ask is not None and ask.chat)
         body = {**sampling, **(ask.fields if ask else {})}
-        ctx = self._context(profile, chat, ask is not None)
+        return self._stream(prompt, request, chat, body, self._context(profile, chat, ask is not None))
+
+    def _stream(
+        self, prompt: str, request: CompletionRequest, chat: bool, body: dict[str, Any], ctx: wire.CallContext
+    ) -> Iterator[str]:
         client = openai.OpenAI(
             api_key=self._key.reveal(), base_url=self.base_url, max_retries=0, timeout=self.timeout
         )
