@@ -135,11 +135,11 @@ def test_each_profile_asks_for_the_schema_the_way_its_server_reads_it(
     fake_openai: FakeOpenAIServer, profile: str
 ) -> None:
     fake_openai.profile = profile
-    runner = make(fake_openai, profile="auto" if profile != "vllm_legacy" else profile)
+    runner = make(fake_openai)  # detected: owned_by, and for vLLM its /version
     answer = runner(Q, output_type=Answer, max_new_tokens=64)
     assert isinstance(answer, Answer)
     assert runner.profile is not None
-    assert runner.profile.name == profile  # detected from owned_by (vllm_legacy is named: same owner)
+    assert runner.profile.name == profile
     (request,) = completions(fake_openai)
     assert request.body["max_tokens"] == 64
     schema = fake_openai.schema_in(request.body, request.path.endswith("/chat/completions"))

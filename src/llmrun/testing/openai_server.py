@@ -55,6 +55,8 @@ OWNERS = {
     "lamini_inf": "lamini",
     "llmrun": "llmrun",
 }
+#: What ``GET /version`` (at the root) answers when the fake plays vLLM.
+VLLM_VERSIONS = {"vllm": "0.11.0", "vllm_legacy": "0.9.2"}
 #: Text the backend puts in a prompt when it asks again after a reply that failed validation.
 FEEDBACK_MARK = "is not valid"
 
@@ -136,6 +138,9 @@ class FakeOpenAIServer(FakeHTTPServer):
             send(h, 401, self.error_body(401, "Incorrect API key provided."))
             return
         route = (rec.method, rec.path)
+        if route == ("GET", "/version") and self.profile in VLLM_VERSIONS:
+            send(h, 200, {"version": VLLM_VERSIONS[self.profile]})
+            return
         if route == ("GET", "/v1/models"):
             owner = OWNERS[self.profile]
             data = [

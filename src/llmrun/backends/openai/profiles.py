@@ -14,7 +14,8 @@ Request shapes, as each server documents them:
   it into its own ``format``; its ``/v1/completions`` takes no schema, so typed calls go
   to chat);
 * ``vllm``: ``structured_outputs = {"json": schema}`` on both endpoints (vLLM 0.10.2+;
-  ``guided_json`` before, removed in 0.12: profile ``vllm_legacy``);
+  ``guided_json`` before, removed in 0.12: profile ``vllm_legacy``, which ``auto`` picks
+  when vLLM's ``GET /version`` says it is older);
 * ``sglang`` completions: ``json_schema`` as a JSON string;
 * ``llamacpp``: chat ``response_format = {"type": "json_object", "schema": schema}``,
   completions ``json_schema = schema``; ``repeat_penalty`` for repetition penalty;

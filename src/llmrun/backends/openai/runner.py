@@ -35,6 +35,8 @@ logger = logging.getLogger("llmrun.backends.openai")
 
 #: The key sent to servers that want none (vLLM's and Ollama's own docs use such placeholders).
 NO_KEY = "EMPTY"
+#: vLLM versions below this one take ``guided_json`` (profile ``vllm_legacy``), not ``structured_outputs``.
+LEGACY_VLLM_BELOW = (0, 10, 2)
 #: Errors that are the same for every prompt of a batch: raised as they are, not as a BatchError.
 _WHOLE_CALL_ERRORS = (AuthenticationError, ModelNotFoundError)
 
@@ -268,6 +270,16 @@ class OpenAIRunner(ModelRunner):
             api_key=self._key.reveal(), base_url=self.base_url, max_retries=0, timeout=self.timeout
         )
 
+    async def _vllm_version(self, client: openai.AsyncOpenAI) -> tuple[int, ...]:
+        """vLLM's version from its ``GET /version`` (at the server root); ``(999,)`` when unreadable."""
+        root = self.base_url.removesuffix("/v1")
+        try:
+            reply = await client.get(root + "/version", cast_to=object)
+        except openai.OpenAIError:
+            return (999,)
+        found = _version(reply.get("version") if isinstance(reply, dict) else None)
+        return found or (999,)
+
     async def _detect_once(self) -> ServerProfile:
         async with self._async_client() as client:
             return await self._detect(client)
@@ -286,12 +298,29 @@ class OpenAIRunner(ModelRunner):
                 f"the server at {self.base_url} has no model {self.model_name!r}; it serves: {listed}"
             )
         found = profile_for_owner({o for _, o in models if o})
+        if (
+            found is not None
+            and found.name == "vllm"
+            and await self._vllm_version(client) < LEGACY_VLLM_BELOW
+        ):
+            found = PROFILES["vllm_legacy"]  # structured_outputs came in vLLM 0.10.2; guided_json before
         self._profile = found or PROFILES["generic"]
         logger.info(
             "%s: profile %r (from owned_by %s)",
             self.base_url, self._profile.name, sorted({o for _, o in models}) or "none",
         )  # fmt: skip
         return self._profile
+
+
+def _version(text: object) -> tuple[int, ...]:
+    """``"0.9.2"`` as ``(0, 9, 2)``; anything unreadable as ``()``."""
+    parts: list[int] = []
+    for piece in str(text).split("+")[0].split("."):
+        digits = "".join(c for c in piece if c.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
 
 
 def _completion(reply: wire.Reply, text: str) -> Completion:
