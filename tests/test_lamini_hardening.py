@@ -14,7 +14,7 @@ import llmrun
 from llmrun import Context, Type
 from llmrun.backends.lamini.runner import LaminiRunner
 from llmrun.backends.lamini.tuning import TuningTimeoutError
-from llmrun.errors import OutputValidationError, ServiceUnavailableError
+from llmrun.errors import OutputValidationError, RequestTimeoutError, ServiceUnavailableError
 from llmrun.testing.lamini_server import FakeLaminiServer, Fault
 
 KEY = "test-key"  # the key the fake_lamini fixture's server expects
@@ -66,6 +66,13 @@ def test_failed_job_lookup_is_not_retried_blindly(fake_lamini: FakeLaminiServer)
     fake_lamini.fail(400, "no listing today", path="/v1/train/jobs")
     with pytest.raises(ServiceUnavailableError, match=r"not retried: POST /v1/train may have taken effect"):
         runner.train()
+    assert len(fake_lamini.requests_to("/v1/train", "POST")) == 1
+
+
+def test_timeout_on_post_train_is_not_retried_and_says_where_to_look(fake_lamini: FakeLaminiServer) -> None:
+    fake_lamini.inject(Fault.stall(1.0), path="/v1/train")
+    with pytest.raises(RequestTimeoutError, match=r"may have started anyway: look at http://.*/tune"):
+        make_runner(fake_lamini, timeout=0.3).train()
     assert len(fake_lamini.requests_to("/v1/train", "POST")) == 1
 
 

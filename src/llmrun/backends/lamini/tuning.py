@@ -29,6 +29,7 @@ from llmrun.backends.lamini.uploads import upload_examples
 from llmrun.errors import (
     BackendError,
     LLMRunError,
+    RequestTimeoutError,
     TrainingError,
     UnsupportedFeatureError,
 )
@@ -162,7 +163,13 @@ def start_job(api: LaminiApi, model_name: str, dataset_id: str, args: Mapping[st
             logger.warning("POST /v1/train failed, but it had started job %s: using it", new[-1]["job_id"])
         return new[-1] if new else None
 
-    reply = api.call("POST", "/v1/train", body, idempotent=False, recover=("/v1/train/jobs", started))
+    try:
+        reply = api.call("POST", "/v1/train", body, idempotent=False, recover=("/v1/train/jobs", started))
+    except RequestTimeoutError as error:  # not retried: the job may exist, or appear later
+        _append(
+            error, f" (the tuning job may have started anyway: look at {api.url}/tune before training again)"
+        )
+        raise
     job_id = field(reply, "job_id", "POST /v1/train", kinds=(int, str))
     logger.info(
         "Started Lamini tuning job %s for %s; follow it at %s/tune/%s", job_id, model_name, api.url, job_id
