@@ -147,6 +147,13 @@ def test_each_profile_asks_for_the_schema_the_way_its_server_reads_it(
     assert schema["properties"]["answer"]["maxLength"] <= 64 // 4  # bounded: the JSON closes in budget
 
 
+def test_a_server_without_a_model_list_gets_the_generic_profile(fake_openai: FakeOpenAIServer) -> None:
+    fake_openai.lists_models = False
+    runner = make(fake_openai)
+    assert isinstance(runner(Q, output_type=Answer), Answer)
+    assert runner.profile is PROFILES["generic"]
+
+
 def test_a_request_shaped_for_another_server_is_not_typed(fake_openai: FakeOpenAIServer) -> None:
     fake_openai.profile = "llamacpp"  # reads json_schema / response_format json_object
     runner = make(fake_openai, profile="vllm")  # sends structured_outputs, which llama.cpp ignores

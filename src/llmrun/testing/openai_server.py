@@ -91,6 +91,8 @@ class FakeOpenAIServer(FakeHTTPServer):
         self.heeds_feedback = heeds_feedback
         self.reject_schema = reject_schema
         self.latency_s = latency_s
+        #: False plays a server without ``GET /v1/models`` (it answers 404).
+        self.lists_models = True
         #: Fallback for text prompts without a script: ``f(prompt, schema) -> reply text``.
         self.responder: Responder | None = None
         self._scripts: dict[str, str] = {}
@@ -124,6 +126,7 @@ class FakeOpenAIServer(FakeHTTPServer):
         self.ignore_schema = False
         self.heeds_feedback = True
         self.reject_schema = False
+        self.lists_models = True
         self.latency_s = 0.0
 
     def error_body(self, status: int, detail: str) -> Any:
@@ -141,7 +144,7 @@ class FakeOpenAIServer(FakeHTTPServer):
         if route == ("GET", "/version") and self.profile in VLLM_VERSIONS:
             send(h, 200, {"version": VLLM_VERSIONS[self.profile]})
             return
-        if route == ("GET", "/v1/models"):
+        if route == ("GET", "/v1/models") and self.lists_models:
             owner = OWNERS[self.profile]
             data = [
                 {"id": m, "object": "model", "created": 0, "owned_by": owner} for m in sorted(self.models)

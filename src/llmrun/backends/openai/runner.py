@@ -16,7 +16,7 @@ from llmrun.backends.openai import wire
 from llmrun.backends.openai.profiles import PROFILES, ServerProfile, get_profile, profile_for_owner
 from llmrun.backends.openai.typed import TypedAsk, bounded_schema, sampling_fields
 from llmrun.backends.sync import run_sync
-from llmrun.errors import AuthenticationError, ConfigurationError, ModelNotFoundError
+from llmrun.errors import AuthenticationError, BackendError, ConfigurationError, ModelNotFoundError
 from llmrun.generation import GenerationConfig
 from llmrun.redaction import Secret
 from llmrun.runner import (
@@ -289,7 +289,16 @@ class OpenAIRunner(ModelRunner):
         if self._profile is not None:
             return self._profile
         ctx = wire.CallContext(self.base_url, self.model_name, "auto", "GET /models")
-        page = await self._retrier.acall(lambda: wire.attempt(lambda: client.models.list(), ctx), ctx.what)
+        try:
+            page = await self._retrier.acall(
+                lambda: wire.attempt(lambda: client.models.list(), ctx), ctx.what
+            )
+        except BackendError as error:
+            if error.status_code not in (404, 405) or isinstance(error, ModelNotFoundError):
+                raise
+            logger.info("%s has no GET /models: profile 'generic' (name one with profile=...)", self.base_url)
+            self._profile = PROFILES["generic"]
+            return self._profile
         models = [(m.id, str(getattr(m, "owned_by", "") or "")) for m in page.data]
         ids = {i for i, _ in models}
         if ids and self.model_name not in ids and f"{self.model_name}:latest" not in ids:

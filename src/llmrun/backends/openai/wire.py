@@ -12,6 +12,7 @@ client's own retries are off (``max_retries=0``): one retry policy, llmrun's.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -89,7 +90,7 @@ def status_error(exc: openai.APIStatusError, ctx: CallContext) -> AttemptFailedE
     status = exc.status_code
     detail = _detail(exc)
     retry_after = retry_after_seconds(exc.response.headers.get("retry-after"))
-    if status == 404 and "model" in detail.lower():
+    if status == 404 and (ctx.model in detail or re.search(r"\bmodel\b", detail, re.IGNORECASE)):
         error = ModelNotFoundError(
             f"the server at {ctx.base_url} has no model {ctx.model!r} (HTTP 404: {detail}); "
             "load a model it serves (GET /v1/models lists them)"
