@@ -21,8 +21,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, overload
 
+from llmrun import outcomes
 from llmrun.errors import (
-    IncompleteOutputError,
     InvalidInputError,
     OutputValidationError,
     SchemaError,
@@ -306,8 +306,10 @@ class ModelRunner(ABC):
         ``repetition_penalty``, ``stop``, ``seed``) and may set ``template``.
         """
         request, single = self._prepare(prompt, output_type, options)
-        results = _results(self.complete(request), request)
-        outputs = [r.output for r in results]
+        outputs = [
+            r.output
+            for r in outcomes.results(outcomes.settled(self.complete, request), request, outputs=True)
+        ]
         return outputs[0] if single else outputs
 
     __call__ = generate
@@ -328,8 +330,8 @@ class ModelRunner(ABC):
     ) -> str | list[str] | T | list[T]:
         """Async :meth:`generate`; does not block the event loop."""
         request, single = self._prepare(prompt, output_type, options)
-        results = _results(await self.acomplete(request), request)
-        outputs = [r.output for r in results]
+        done = await outcomes.asettled(self.acomplete, request)
+        outputs = [r.output for r in outcomes.results(done, request, outputs=True)]
         return outputs[0] if single else outputs
 
     @overload
@@ -348,7 +350,7 @@ class ModelRunner(ABC):
     ) -> RunResult[Any] | list[RunResult[Any]]:
         """Like :meth:`generate`, but each result also carries its text, finish reason and token usage."""
         request, single = self._prepare(prompt, output_type, options)
-        results = _results(self.complete(request), request)
+        results = outcomes.results(outcomes.settled(self.complete, request), request)
         return results[0] if single else results
 
     @overload
@@ -369,7 +371,7 @@ class ModelRunner(ABC):
     ) -> RunResult[Any] | list[RunResult[Any]]:
         """Async :meth:`run`; does not block the event loop."""
         request, single = self._prepare(prompt, output_type, options)
-        results = _results(await self.acomplete(request), request)
+        results = outcomes.results(await outcomes.asettled(self.acomplete, request), request)
         return results[0] if single else results
 
     def stream(self, prompt: Prompt, output_type: type[Type] | None = None, **options: Any) -> Iterator[str]:
@@ -456,43 +458,6 @@ class ModelRunner(ABC):
     def evaluate(self) -> EvalResult:
         """Evaluate the model on the held-out part of the loaded data."""
         return self.evaluate_examples(list(self._examples))
-
-
-def _results(completions: Sequence[Completion | str], request: CompletionRequest) -> list[RunResult[Any]]:
-    """Check a backend's completions against the request and parse typed outputs.
-
-    A plain ``str`` from a backend written before :class:`Completion` counts as a
-    finished completion with unknown usage.
-    """
-    if not isinstance(completions, list | tuple) or len(completions) != len(request.prompts):
-        count = len(completions) if isinstance(completions, list | tuple) else type(completions).__name__
-        raise InvalidInputError(f"backend returned {count} completions for {len(request.prompts)} prompts")
-    results: list[RunResult[Any]] = []
-    for item in completions:
-        done = Completion(item) if isinstance(item, str) else item
-        if not isinstance(done, Completion):
-            raise InvalidInputError(
-                f"backend returned a {type(done).__name__}; complete() must return llmrun Completion objects"
-            )
-        output: Any = done.text
-        if request.output is not None:
-            output = _parse(request.output, request.max_new_tokens, done)
-        results.append(RunResult(output, done.text, done.finish_reason, done.usage))
-    return results
-
-
-def _parse(output: OutputSpec, budget: int, done: Completion) -> Any:
-    """A typed completion's output; a cut-off one that does not parse is an :class:`IncompleteOutputError`."""
-    try:
-        return output.parse(done.text)
-    except OutputValidationError:
-        if done.finish_reason != "length":
-            raise
-        raise IncompleteOutputError(
-            f"the token budget (max_new_tokens={budget}) ran out before the "
-            f"{output.name} JSON was complete; raise max_new_tokens",
-            partial_text=done.text,
-        ) from None
 
 
 def _as_prompt_list(prompt: object) -> Sequence[Any]:

@@ -318,37 +318,21 @@ def collect_batch(
 ) -> list[T]:
     """Join the results of a batch's chunks in order, or raise.
 
-    ``outcomes[i]`` is chunk ``i``'s results or its error. One failed chunk of a
-    one-chunk batch, or an error in ``whole_call_errors`` (the same for every item:
-    a wrong key, an unknown model), is raised as it is; otherwise a
-    :class:`~llmrun.errors.BatchError` maps each failed item to its error.
+    ``outcomes[i]`` is chunk ``i``'s results or its error. A failure that is not an
+    llmrun error (a bug, a cancellation) is raised as it is; so is the error of a
+    one-chunk batch and one in ``whole_call_errors`` (the same for every item: a wrong
+    key, an unknown model). Otherwise :meth:`BatchError.of <llmrun.errors.BatchError.of>`
+    names each failed item and keeps the results of the chunks that succeeded.
     """
     errors = [(c, o) for c, o in zip(chunks, outcomes, strict=True) if isinstance(o, BaseException)]
+    results: list[T | None] = []
+    for chunk, outcome in zip(chunks, outcomes, strict=True):
+        results += [None] * len(chunk) if isinstance(outcome, BaseException) else outcome
     if not errors:
-        return [text for o in outcomes if not isinstance(o, BaseException) for text in o]
+        return [r for r in results if r is not None]
     for _, error in errors:
         if not isinstance(error, LLMRunError):
-            raise error  # a bug or a cancellation, not a backend failure
+            raise error
     if len(chunks) == 1 or isinstance(errors[0][1], whole_call_errors):
         raise errors[0][1]
-    failures = {i: error for chunk, error in errors for i in chunk}
-    total = sum(len(c) for c in chunks)
-    kinds = "; ".join(sorted({f"{type(e).__name__}: {e}" for _, e in errors})[:3])
-    raise BatchError(
-        f"{len(failures)} of {total} prompts failed (items {item_ranges(sorted(failures))}): {kinds}",
-        failures,
-    )
-
-
-def item_ranges(indices: list[int]) -> str:
-    """``[0, 1, 2, 5]`` as ``"0-2, 5"``."""
-    parts: list[str] = []
-    start = prev = indices[0]
-    for i in [*indices[1:], None]:
-        if i is not None and i == prev + 1:
-            prev = i
-            continue
-        parts.append(str(start) if start == prev else f"{start}-{prev}")
-        if i is not None:
-            start = prev = i
-    return ", ".join(parts)
+    raise BatchError.of({i: error for chunk, error in errors for i in chunk}, results)

@@ -31,7 +31,7 @@ from llmrun.errors import (
     TrainingError,
     UnsupportedFeatureError,
 )
-from llmrun.generation import GenerationConfig
+from llmrun.generation import GenerationConfig, cut_at_stop
 from llmrun.runner import Capabilities, Completion, CompletionRequest, ModelRunner
 from llmrun.training import EvalResult, TrainingExample, TrainOptions, TrainResult
 
@@ -260,9 +260,7 @@ def _text(item: Any, stop: tuple[str, ...]) -> str:
             f'Lamini answered a text completion with {_shape(item)}; expected {{"output": "<text>"}}',
             status_code=200,
         )
-    text: str = item["output"]
-    cut = min((i for s in stop if (i := text.find(s)) >= 0), default=len(text))
-    return text[:cut]
+    return cut_at_stop(item["output"], stop)
 
 
 def _shape(value: Any) -> str:

@@ -17,7 +17,7 @@ from llmrun.backends.openai.profiles import PROFILES, ServerProfile, get_profile
 from llmrun.backends.openai.typed import TypedAsk, bounded_schema, sampling_fields
 from llmrun.backends.sync import run_sync
 from llmrun.errors import AuthenticationError, BackendError, ConfigurationError, ModelNotFoundError
-from llmrun.generation import GenerationConfig
+from llmrun.generation import GenerationConfig, cut_at_stop
 from llmrun.redaction import Secret
 from llmrun.runner import (
     SAMPLING_OPTIONS,
@@ -187,7 +187,7 @@ class OpenAIRunner(ModelRunner):
             target = conversation.current if conversation else prompt
             reply = await self._send(client, chat, target, request, body, ctx)
             if ask is None or conversation is None:
-                return _completion(reply, wire.cut_at_stop(reply.text, request.config.stop))
+                return _completion(reply, cut_at_stop(reply.text, request.config.stop))
             last = round_ == self.validation_retries
             outcome = conversation.check(reply.text, reply.finish_reason, last=last)
             if outcome is not None:

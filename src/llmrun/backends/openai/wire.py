@@ -178,12 +178,6 @@ def deltas(stream: Any, chat: bool, ctx: CallContext) -> Iterator[str]:
         raise failure(exc, ctx).error from None
 
 
-def cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
-    """``text`` up to the first stop sequence (servers that ignore ``stop`` still stop here)."""
-    cut = min((i for s in stop if (i := text.find(s)) >= 0), default=len(text))
-    return text[:cut]
-
-
 def _first_choice(result: Any, what: str) -> Any:
     choices = getattr(result, "choices", None)
     if not choices:
