@@ -75,7 +75,7 @@ def load(model: str | None = None, backend: str | None = None, **options: Any) -
     the config file > defaults (backend ``local``, model ``EleutherAI/pythia-70m``).
     ``generation`` (a :class:`~llmrun.GenerationConfig`) and ``template`` go to
     every runner; other options belong to the backend (e.g. ``device``, ``dtype``
-    for ``local``; ``api_key``, ``timeout`` for ``lamini``; ``base_url``, ``profile`` for ``openai``).
+    for ``local``; ``api_key``, ``timeout`` for ``lamini``).
     """
     file_settings = read_config_file()
     backend_name, model_name = resolve_backend_and_model(backend, model, file_settings)
