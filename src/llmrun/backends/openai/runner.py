@@ -152,9 +152,7 @@ class OpenAIRunner(ModelRunner):
     def _stream(
         self, prompt: str, request: CompletionRequest, chat: bool, body: dict[str, Any], ctx: wire.CallContext
     ) -> Iterator[str]:
-        client = openai.OpenAI(
-            api_key=self._key.reveal(), base_url=self.base_url, max_retries=0, timeout=self.timeout
-        )
+        client = wire.sync_client(self.base_url, self._key.reveal(), self.timeout)
         try:
             stream = self._retrier.call(
                 lambda: wire.attempt_sync(
@@ -266,9 +264,7 @@ class OpenAIRunner(ModelRunner):
         return wire.CallContext(self.base_url, self.model_name, profile.name, what, typed)
 
     def _async_client(self) -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(
-            api_key=self._key.reveal(), base_url=self.base_url, max_retries=0, timeout=self.timeout
-        )
+        return wire.async_client(self.base_url, self._key.reveal(), self.timeout)
 
     async def _vllm_version(self, client: openai.AsyncOpenAI) -> tuple[int, ...]:
         """vLLM's version from its ``GET /version`` (at the server root); ``(999,)`` when unreadable."""

@@ -12,7 +12,10 @@ client's own retries are off (``max_retries=0``): one retry policy, llmrun's.
 
 from __future__ import annotations
 
+import functools
+import importlib
 import re
+import ssl
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -43,6 +46,33 @@ class CallContext:
     profile: str
     what: str
     with_schema: bool = False
+
+
+def async_client(base_url: str, key: str, timeout: float) -> openai.AsyncOpenAI:
+    """A client with its own retries off, sharing one TLS context (see :func:`tls_context`)."""
+    http = openai.DefaultAsyncHttpxClient(verify=tls_context())
+    return openai.AsyncOpenAI(
+        api_key=key, base_url=base_url, max_retries=0, timeout=timeout, http_client=http
+    )
+
+
+def sync_client(base_url: str, key: str, timeout: float) -> openai.OpenAI:
+    """The blocking :func:`async_client` (for streams)."""
+    http = openai.DefaultHttpxClient(verify=tls_context())
+    return openai.OpenAI(api_key=key, base_url=base_url, max_retries=0, timeout=timeout, http_client=http)
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The TLS context the client's HTTP library builds by default, built once per process.
+
+    Building it loads the CA store, about 0.1 s: done per client, it was most of the cost
+    of a call to a server on this machine.
+    """
+    library = importlib.import_module(openai.DefaultAsyncHttpxClient.__mro__[1].__module__.split(".")[0])
+    make = getattr(library, "create_ssl_context", None)
+    context: ssl.SSLContext = make() if callable(make) else ssl.create_default_context()
+    return context
 
 
 @dataclass(frozen=True)
