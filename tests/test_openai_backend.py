@@ -385,6 +385,16 @@ def test_no_base_url_says_how_to_give_one(monkeypatch: pytest.MonkeyPatch) -> No
         llmrun.load(MODEL, backend="openai")
 
 
+def test_hosted_services_are_known_by_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-env-0123456789")
+    runner = llmrun.load("gpt-4o-mini", backend="openai", base_url="https://api.openai.com/v1")
+    assert isinstance(runner, OpenAIRunner)
+    assert runner.profile is PROFILES["openai"]  # no detection request; the key read from its variable
+    monkeypatch.delenv("OPENAI_API_KEY")
+    with pytest.raises(ConfigurationError, match="OPENAI_API_KEY"):
+        llmrun.load("gpt-4o-mini", backend="openai", base_url="https://api.openai.com/v1")
+
+
 def test_the_openai_profile_needs_a_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("LLMRUN_API_KEY", raising=False)

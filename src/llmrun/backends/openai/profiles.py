@@ -32,7 +32,16 @@ from typing import Any, Literal
 
 from llmrun.errors import ConfigurationError
 
-__all__ = ["PROFILES", "SchemaShape", "ServerProfile", "get_profile", "profile_for_owner", "schema_fields"]
+__all__ = [
+    "KNOWN_HOSTS",
+    "PROFILES",
+    "SchemaShape",
+    "ServerProfile",
+    "get_profile",
+    "profile_for_host",
+    "profile_for_owner",
+    "schema_fields",
+]
 
 #: How a schema goes into a request body.
 SchemaShape = Literal[
@@ -179,6 +188,16 @@ def get_profile(name: object) -> ServerProfile:
     raise ConfigurationError(
         f"openai option profile={name!r} is unknown; known profiles: auto, {', '.join(PROFILES)}"
     )
+
+
+#: Hosted services known by their host name: ``profile="auto"`` needs no request for them.
+KNOWN_HOSTS: Mapping[str, str] = MappingProxyType({"api.openai.com": "openai", "api.lamini.ai": "lamini_inf"})
+
+
+def profile_for_host(host: str | None) -> ServerProfile | None:
+    """The profile of a hosted service by its host name (``api.openai.com``...), if it is one."""
+    name = KNOWN_HOSTS.get((host or "").lower())
+    return PROFILES[name] if name else None
 
 
 def profile_for_owner(owners: set[str]) -> ServerProfile | None:

@@ -13,7 +13,13 @@ import openai
 
 from llmrun.backends.http import Retrier, RetryPolicy, check_count, check_seconds, collect_batch
 from llmrun.backends.openai import wire
-from llmrun.backends.openai.profiles import PROFILES, ServerProfile, get_profile, profile_for_owner
+from llmrun.backends.openai.profiles import (
+    PROFILES,
+    ServerProfile,
+    get_profile,
+    profile_for_host,
+    profile_for_owner,
+)
 from llmrun.backends.openai.typed import TypedAsk, bounded_schema, sampling_fields
 from llmrun.backends.sync import run_sync
 from llmrun.errors import AuthenticationError, BackendError, ConfigurationError, ModelNotFoundError
@@ -95,6 +101,7 @@ class OpenAIRunner(ModelRunner):
         check_count("openai", "validation_retries", validation_retries, minimum=0)
         retry = RetryPolicy.checked("openai", max_retries, backoff_base, backoff_max, max_retry_wait)
         self.base_url = _check_base_url(base_url, chosen)
+        chosen = chosen or profile_for_host(urlsplit(self.base_url).hostname)
         self._key = _resolve_key(api_key, chosen, self.base_url)
         self._profile: ServerProfile | None = chosen
         self.chat = chat
