@@ -55,7 +55,7 @@ MAPPED_OPTIONS = ("max_steps", "learning_rate")
 #: ``TrainOptions`` fields that Lamini cannot honour: setting them raises UnsupportedFeatureError.
 REFUSED_OPTIONS = ("method", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "resume")
 #: ``TrainOptions`` fields this module reads itself (``poll_interval``/``progress`` if they exist).
-USED_OPTIONS = ("num_samples", "poll_interval", "progress")
+USED_OPTIONS = ("num_samples", "poll_interval", "progress", "is_public")
 
 T = TypeVar("T")
 
@@ -137,7 +137,9 @@ def finetune_args(options: TrainOptions) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------- training
-def start_job(api: LaminiApi, model_name: str, dataset_id: str, args: Mapping[str, Any]) -> str:
+def start_job(
+    api: LaminiApi, model_name: str, dataset_id: str, args: Mapping[str, Any], is_public: bool | None = None
+) -> str:
     """Start tuning ``model_name`` on an uploaded dataset; return the job id."""
     base = field(
         api.call("GET", "/v1/get-upload-base-path"), "upload_base_path", "GET /v1/get-upload-base-path"
@@ -149,6 +151,8 @@ def start_job(api: LaminiApi, model_name: str, dataset_id: str, args: Mapping[st
         body["upload_file_path"] = location
     if args:
         body["finetune_args"] = dict(args)
+    if is_public is not None:
+        body["is_public"] = is_public
     # POST /v1/train is not idempotent: after a lost reply, a blind retry would start a second job.
     # Look for a job on this dataset that was not there before; retry only when there is none.
     before = {str(j["job_id"]) for j in job_list(api.call("GET", "/v1/train/jobs"))}
@@ -294,7 +298,7 @@ def train_on_lamini(
     poll_interval = _option(options, "poll_interval", poll_interval)
     progress = bool(_option(options, "progress", progress))
     dataset_id = upload_examples(api, examples)
-    job_id = start_job(api, model_name, dataset_id, args)
+    job_id = start_job(api, model_name, dataset_id, args, _option(options, "is_public", None))
     job = TuningJob(job_id, model_name, "CREATED", None, dataset_id, options.num_samples)
     return await_job(
         api,
