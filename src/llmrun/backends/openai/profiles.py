@@ -20,6 +20,13 @@ Request shapes, as each server documents them:
 * ``llamacpp``: chat ``response_format = {"type": "json_object", "schema": schema}``,
   completions ``json_schema = schema``; ``repeat_penalty`` for repetition penalty;
 * ``llmrun`` (``llmrun serve``): ``response_format`` json_schema, strict, on both endpoints.
+
+What ``llmrun serve`` needs to do for profile ``llmrun`` (and ``auto``) to fit: list its
+models in ``GET /v1/models`` with ``owned_by: "llmrun"``; take ``response_format =
+{"type": "json_schema", "json_schema": {"name", "schema", "strict"}}`` on
+``/v1/completions`` and ``/v1/chat/completions`` and constrain decoding to that schema
+(the local engine's grammar); take ``top_k`` and ``repetition_penalty`` as extra body
+fields; answer ``finish_reason: "length"`` when the budget ends the JSON.
 """
 
 from __future__ import annotations
