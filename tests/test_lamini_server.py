@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from llmrun.testing import lamini_server
+from llmrun.testing import fake_http
 from llmrun.testing.lamini_server import (
     FakeLaminiServer,
     Fault,
@@ -159,7 +159,7 @@ def test_max_batch_and_models(server: FakeLaminiServer) -> None:
 
 
 def test_body_over_limit_is_413(server: FakeLaminiServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lamini_server, "MAX_BODY_BYTES", 100)
+    monkeypatch.setattr(fake_http, "MAX_BODY_BYTES", 100)
     status, _, _ = call(server, "/v1/completions", {"model_name": "m", "prompt": "x" * 200})
     assert status == 413
 

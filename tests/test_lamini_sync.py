@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from llmrun.backends.lamini.sync import run_sync
+from llmrun.backends.sync import run_sync
 
 
 def _ctrl_c_in(seconds: float) -> threading.Timer:

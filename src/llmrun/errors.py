@@ -2,16 +2,23 @@
 
 Every error derives from :class:`LLMRunError`. Backends map their own failures
 into the most specific class here, so user code catches llmrun errors only.
-Messages name what is wrong and how to fix it; they never contain API keys.
+Messages name what is wrong and how to fix it; they never contain API keys:
+every live key (:class:`llmrun.redaction.Secret`) is replaced by ``***`` in the
+message and in the texts an error carries, whatever put it there.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from llmrun.redaction import redact, redact_any
+
 
 class LLMRunError(Exception):
     """Base class of every error llmrun raises."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*(redact_any(a) for a in args))
 
 
 class ConfigurationError(LLMRunError, ValueError):
@@ -66,7 +73,7 @@ class IncompleteOutputError(GenerationError):
 
     def __init__(self, message: str, partial_text: str) -> None:
         super().__init__(message)
-        self.partial_text = partial_text
+        self.partial_text = redact(partial_text)
 
 
 class OutputValidationError(GenerationError):
@@ -77,7 +84,7 @@ class OutputValidationError(GenerationError):
 
     def __init__(self, message: str, raw_text: str) -> None:
         super().__init__(message)
-        self.raw_text = raw_text
+        self.raw_text = redact(raw_text)
 
 
 class BackendError(LLMRunError):
@@ -90,7 +97,7 @@ class BackendError(LLMRunError):
     def __init__(self, message: str, status_code: int | None = None, detail: str | None = None) -> None:
         super().__init__(message)
         self.status_code = status_code
-        self.detail = detail
+        self.detail = redact(detail) if detail is not None else None
 
 
 class AuthenticationError(BackendError):

@@ -1,6 +1,6 @@
 """Backends by name, and :func:`load`, the one way to build a runner from settings.
 
-Built-in backends are ``local``, ``lamini`` and ``fake``. Third-party packages
+Built-in backends are ``local``, ``lamini``, ``openai`` and ``fake``. Third-party packages
 add theirs through the entry-point group ``llmrun.backends``::
 
     [project.entry-points."llmrun.backends"]
@@ -24,6 +24,7 @@ ENTRY_POINT_GROUP = "llmrun.backends"
 _BUILTIN: dict[str, str] = {
     "local": "llmrun.backends.local:LocalRunner",
     "lamini": "llmrun.backends.lamini:LaminiRunner",
+    "openai": "llmrun.backends.openai:OpenAIRunner",
     "fake": "llmrun.testing.fake:FakeRunner",
 }
 _registered: dict[str, type[ModelRunner] | str] = {}

@@ -9,8 +9,9 @@ import pytest
 
 import llmrun
 from llmrun.runner import ModelRunner
+from llmrun.testing.openai_server import FakeOpenAIServer
 
-BACKENDS = ["fake", "local-gpt_neox", "local-llama", "lamini"]
+BACKENDS = ["fake", "local-gpt_neox", "local-llama", "lamini", "openai-vllm", "openai-generic"]
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -21,6 +22,13 @@ def runner(request: pytest.FixtureRequest) -> Iterator[ModelRunner]:
     elif kind.startswith("local-"):
         dirs: dict[str, Path] = request.getfixturevalue("tiny_checkpoint_dirs")
         yield llmrun.load(str(dirs[kind.removeprefix("local-")]), backend="local", device="cpu")
+    elif kind.startswith("openai-"):
+        # the fake plays the server; "generic" does not enforce the schema (replies validated, re-asked)
+        profile = kind.removeprefix("openai-")
+        with FakeOpenAIServer(profile=profile, models={"meta-llama/Llama-2-7b-hf"}) as server:
+            yield llmrun.load(
+                "meta-llama/Llama-2-7b-hf", backend="openai", base_url=server.base_url, api_key="test-key"
+            )
     else:
         server = request.getfixturevalue("fake_lamini_server")
         yield llmrun.load(

@@ -1,4 +1,4 @@
-"""pytest plugin: tiny offline checkpoints, an offline Hugging Face cache, and a network guard.
+"""pytest plugin: tiny offline checkpoints, an offline Hugging Face cache, fake servers and a network guard.
 
 Enable it in a ``conftest.py`` at the root of your tests::
 
@@ -11,6 +11,9 @@ Fixtures:
 - ``tiny_hf_cache`` (session): a :class:`TinyHFCache` with both installed in a hub-cache layout.
 - ``offline_hf_cache`` (function): the same cache, made *the* cache for one test with
   ``HF_HUB_OFFLINE=1`` (env vars for subprocesses, ``huggingface_hub.constants`` in-process).
+- ``fake_lamini_server`` / ``fake_lamini`` / ``fake_lamini_env``: the fake Lamini API
+  (:mod:`llmrun.testing.lamini_server`); ``fake_openai_server`` / ``fake_openai`` /
+  ``fake_openai_env``: the fake OpenAI-compatible server (:mod:`llmrun.testing.openai_server`).
 - ``no_network`` (function): connections to anything but loopback fail with :class:`NetworkBlockedError`.
   Set ``llmrun_no_network = true`` in the ``[tool.pytest.ini_options]`` table to guard every test.
 
@@ -31,11 +34,15 @@ import pytest
 from llmrun.testing.checkpoints import TINY_REPO_IDS, Family, build_tiny_checkpoint, install_in_hf_cache
 from llmrun.testing.lamini_server import FakeLaminiServer
 from llmrun.testing.lamini_wire import DEFAULT_JOB_PLAN
+from llmrun.testing.openai_server import FakeOpenAIServer
 
 __all__ = [
     "NetworkBlockedError",
     "TinyHFCache",
     "block_network",
+    "fake_openai",
+    "fake_openai_env",
+    "fake_openai_server",
     "no_network",
     "offline_hf_cache",
     "tiny_checkpoint_dirs",
@@ -227,3 +234,30 @@ def fake_lamini_env(fake_lamini: FakeLaminiServer, monkeypatch: pytest.MonkeyPat
     for name, value in fake_lamini.env().items():
         monkeypatch.setenv(name, value)
     return fake_lamini
+
+
+# ---------------------------------------------------------------- fake OpenAI-compatible server
+@pytest.fixture(scope="module")
+def fake_openai_server() -> Iterator[FakeOpenAIServer]:
+    """A :class:`FakeOpenAIServer` (key ``"test-key"``, model ``"fake-model"``, profile ``generic``)
+    shared by the tests of a module."""
+    with FakeOpenAIServer() as server:
+        yield server
+
+
+@pytest.fixture
+def fake_openai(fake_openai_server: FakeOpenAIServer) -> Iterator[FakeOpenAIServer]:
+    """The module's fake OpenAI-compatible server with a clean slate (requests, faults, scripts)."""
+    fake_openai_server.reset()
+    fake_openai_server.profile = "generic"
+    fake_openai_server.models = {"fake-model"}
+    yield fake_openai_server
+    fake_openai_server.reset()
+
+
+@pytest.fixture
+def fake_openai_env(fake_openai: FakeOpenAIServer, monkeypatch: pytest.MonkeyPatch) -> FakeOpenAIServer:
+    """:func:`fake_openai`, with ``LLMRUN_BACKEND=openai``, ``LLMRUN_BASE_URL`` and ``LLMRUN_API_KEY`` set."""
+    for name, value in fake_openai.env().items():
+        monkeypatch.setenv(name, value)
+    return fake_openai

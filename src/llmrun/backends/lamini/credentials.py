@@ -20,36 +20,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmrun.errors import ConfigurationError
+from llmrun.redaction import Secret
+
+__all__ = ["Credentials", "Secret", "resolve_credentials"]
 
 MISSING_KEY_HELP = (
     "no Lamini API key found. Pass api_key=..., set the LAMINI_API_KEY environment variable, "
     'pass config={"production.key": ...}, or add "production: {key: ...}" to ~/.lamini/configure.yaml. '
     "Your key is at https://app.lamini.ai/account"
 )
-
-
-class Secret:
-    """A string that never shows itself in ``repr``/``str``; read it with :meth:`reveal`."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        return self._value
-
-    def redact(self, text: str) -> str:
-        """``text`` with every occurrence of the secret replaced by ``***``."""
-        return text.replace(self._value, "***") if self._value else text
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    __str__ = __repr__
-
-    def __reduce__(self) -> Any:  # no pickling: a pickle would hold the key in clear
-        raise TypeError("a Lamini API key cannot be pickled")
 
 
 @dataclass(frozen=True)

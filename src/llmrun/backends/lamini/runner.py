@@ -9,25 +9,24 @@ from typing import Any, ClassVar
 
 import aiohttp
 
+from llmrun.backends.http import check_count, check_seconds, collect_batch
+from llmrun.backends.lamini.api import LaminiApi
 from llmrun.backends.lamini.credentials import resolve_credentials
-from llmrun.backends.lamini.sync import run_sync
+from llmrun.backends.lamini.evaluation import evaluate_job, find_job
 from llmrun.backends.lamini.transport import RetryPolicy, Transport
 from llmrun.backends.lamini.tuning import (
     DEFAULT_POLL_INTERVAL,
-    LaminiApi,
+    DEFAULT_WAIT_TIMEOUT,
     TuningJob,
-    evaluate_job,
-    find_job,
+    await_job,
     train_on_lamini,
 )
 from llmrun.backends.lamini.wire_types import lamini_output_type, unflatten
-from llmrun.checks import is_int_at_least, is_number_at_least
+from llmrun.backends.sync import run_sync
 from llmrun.errors import (
     AuthenticationError,
     BackendError,
-    BatchError,
     ConfigurationError,
-    LLMRunError,
     ModelNotFoundError,
     TrainingError,
 )
@@ -52,7 +51,9 @@ class LaminiRunner(ModelRunner):
     :class:`~llmrun.backends.lamini.transport.RetryPolicy`. A list of prompts is
     sent in chunks of ``batch_size``, at most ``max_concurrency`` at a time.
 
-    ``train()`` polls the tuning job every ``poll_interval`` seconds and shows a
+    ``train()`` polls the tuning job every ``poll_interval`` seconds, for at most
+    ``wait_timeout`` seconds (then :class:`~llmrun.backends.lamini.tuning.TuningTimeoutError`
+    names the job; :meth:`wait_for_job` waits again), and shows a
     tqdm status line when ``progress`` is true (see
     :mod:`llmrun.backends.lamini.tuning` for what it sends and which training
     options Lamini honours); afterwards ``model_name`` is the tuned model.
@@ -88,6 +89,7 @@ class LaminiRunner(ModelRunner):
         batch_size: int = 10,
         max_concurrency: int = 4,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
         progress: bool = False,
     ) -> None:
         super().__init__(model_name, generation=generation, template=template)
@@ -99,6 +101,7 @@ class LaminiRunner(ModelRunner):
         _count("batch_size", batch_size)
         _count("max_concurrency", max_concurrency)
         _positive("poll_interval", poll_interval)
+        _positive("wait_timeout", wait_timeout)
         if not isinstance(progress, bool):
             raise ConfigurationError(
                 f"lamini option progress={progress!r} is invalid: it must be True or False"
@@ -110,6 +113,7 @@ class LaminiRunner(ModelRunner):
         retry = RetryPolicy(max_retries, float(backoff_base), float(backoff_max), float(max_retry_wait))
         self._transport = Transport(credentials, float(timeout), retry)
         self.poll_interval = float(poll_interval)
+        self.wait_timeout = float(wait_timeout)
         self.progress = progress
         #: The tuning job behind the current model, once train() (or evaluate()) has found one.
         self.tuning_job: TuningJob | None = None
@@ -146,7 +150,7 @@ class LaminiRunner(ModelRunner):
                     )
 
             outcomes = await asyncio.gather(*(run(c) for c in chunks), return_exceptions=True)
-        return _collect(chunks, outcomes)
+        return collect_batch(chunks, outcomes, whole_call_errors=_WHOLE_CALL_ERRORS)
 
     def stream_completion(self, request: CompletionRequest) -> Iterator[str]:
         """Lamini's completions endpoint is not incremental: the whole text comes as one piece."""
@@ -157,7 +161,37 @@ class LaminiRunner(ModelRunner):
         """Tune ``model_name`` on Lamini and wait; afterwards ``model_name`` is the tuned model."""
         api = LaminiApi(self._transport)
         result, job = train_on_lamini(
-            api, self.model_name, examples, options, poll_interval=self.poll_interval, progress=self.progress
+            api,
+            self.model_name,
+            examples,
+            options,
+            poll_interval=self.poll_interval,
+            progress=self.progress,
+            wait_timeout=self.wait_timeout,
+        )
+        self.tuning_job = job
+        self.model_name = result.model_name
+        return result
+
+    def wait_for_job(self, job_id: str | int, *, wait_timeout: float | None = None) -> TrainResult:
+        """Wait again for tuning job ``job_id`` (after a TuningTimeoutError, or from another session).
+
+        Polls as ``train()`` does, for at most ``wait_timeout`` seconds (default: the
+        runner's); afterwards ``model_name`` is the tuned model. Ctrl-C stops waiting and
+        leaves the job running.
+        """
+        if isinstance(job_id, bool) or not isinstance(job_id, str | int) or not str(job_id).strip():
+            raise ConfigurationError(f"job_id={job_id!r} is invalid: give the id a tuning job was given")
+        timeout = self.wait_timeout if wait_timeout is None else wait_timeout
+        _positive("wait_timeout", timeout)
+        job = TuningJob(str(job_id).strip(), self.model_name, "UNKNOWN")
+        result, job = await_job(
+            LaminiApi(self._transport),
+            job,
+            poll_interval=self.poll_interval,
+            progress=self.progress,
+            wait_timeout=float(timeout),
+            cancel_on_interrupt=False,
         )
         self.tuning_job = job
         self.model_name = result.model_name
@@ -235,33 +269,9 @@ def _shape(value: Any) -> str:
     return f"{type(value).__name__} {text}"
 
 
-def _collect(chunks: list[range], outcomes: list[list[Completion] | BaseException]) -> list[Completion]:
-    """Join chunk results in order, or raise: one error as is, several as a BatchError that keeps
-    the completions of the chunks that succeeded."""
-    errors = [(c, o) for c, o in zip(chunks, outcomes, strict=True) if isinstance(o, BaseException)]
-    results: list[Completion | None] = []
-    for chunk, outcome in zip(chunks, outcomes, strict=True):
-        results += [None] * len(chunk) if isinstance(outcome, BaseException) else outcome
-    if not errors:
-        return [c for c in results if c is not None]
-    for _, error in errors:
-        if not isinstance(error, LLMRunError):
-            raise error  # a bug or a cancellation, not a backend failure
-    if len(chunks) == 1 or isinstance(errors[0][1], _WHOLE_CALL_ERRORS):
-        raise errors[0][1]
-    raise BatchError.of({i: error for chunk, error in errors for i in chunk}, results)
-
-
 def _positive(name: str, value: object, allow_zero: bool = False) -> None:
-    if not is_number_at_least(value, 0, strict=not allow_zero):
-        rule = ">= 0" if allow_zero else "> 0"
-        raise ConfigurationError(
-            f"lamini option {name}={value!r} is invalid: it must be a number of seconds {rule}"
-        )
+    check_seconds("lamini", name, value, allow_zero)
 
 
 def _count(name: str, value: object, minimum: int = 1) -> None:
-    if not is_int_at_least(value, minimum):
-        raise ConfigurationError(
-            f"lamini option {name}={value!r} is invalid: it must be an integer >= {minimum}"
-        )
+    check_count("lamini", name, value, minimum)
