@@ -119,6 +119,19 @@ class BatchError(LLMRunError):
         self.failures = failures
 
 
+class CassetteError(LLMRunError):
+    """A cassette file (:mod:`llmrun.testing.cassette`) is invalid or cannot be read."""
+
+
+class CassetteMissError(CassetteError, LookupError):
+    """A replaying cassette has no recording of a request. ``key`` is the request, ``path`` the file."""
+
+    def __init__(self, message: str, path: object, key: dict[str, object]) -> None:
+        super().__init__(message)
+        self.path = path
+        self.key = key
+
+
 class DataError(LLMRunError, ValueError):
     """Fine-tuning data is invalid. ``source`` and ``line`` say where, when known."""
 
