@@ -18,7 +18,7 @@ from typing import Any
 from llmrun.config import read_config_file, resolve_backend_and_model, resolve_options
 from llmrun.errors import BackendNotFoundError, ConfigurationError
 from llmrun.runner import ModelRunner
-from llmrun.testing.override import RunnerSpec, build_runner
+from llmrun.testing.override import RunnerSpec, apply_overrides
 
 ENTRY_POINT_GROUP = "llmrun.backends"
 
@@ -88,4 +88,4 @@ def load(model: str | None = None, backend: str | None = None, **options: Any) -
         return runner_cls(model_name, **common, **resolved)
 
     # the one hook of llmrun.testing.override (and cassettes): tests may swap what is built
-    return build_runner(RunnerSpec(backend_name, model_name, dict(options)), build)
+    return apply_overrides(RunnerSpec(backend_name, model_name, dict(options)), build)

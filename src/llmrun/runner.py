@@ -17,7 +17,7 @@ import asyncio
 import importlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, overload
 
@@ -29,6 +29,7 @@ from llmrun.errors import (
     UnsupportedFeatureError,
 )
 from llmrun.generation import GenerationConfig
+from llmrun.retries import acomplete_validated, complete_validated
 from llmrun.schema import (
     Type,
     check_output_type,
@@ -37,6 +38,7 @@ from llmrun.schema import (
     parse_output,
     render_prompt,
 )
+from llmrun.streaming import aiterate, typed_stream
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -306,7 +308,7 @@ class ModelRunner(ABC):
         ``repetition_penalty``, ``stop``, ``seed``) and may set ``template``.
         """
         request, single = self._prepare(prompt, output_type, options)
-        results = _results(self.complete(request), request)
+        results = complete_validated(self.complete, request, _results)
         outputs = [r.output for r in results]
         return outputs[0] if single else outputs
 
@@ -328,7 +330,7 @@ class ModelRunner(ABC):
     ) -> str | list[str] | T | list[T]:
         """Async :meth:`generate`; does not block the event loop."""
         request, single = self._prepare(prompt, output_type, options)
-        results = _results(await self.acomplete(request), request)
+        results = await acomplete_validated(self.acomplete, request, _results)
         outputs = [r.output for r in results]
         return outputs[0] if single else outputs
 
@@ -348,7 +350,7 @@ class ModelRunner(ABC):
     ) -> RunResult[Any] | list[RunResult[Any]]:
         """Like :meth:`generate`, but each result also carries its text, finish reason and token usage."""
         request, single = self._prepare(prompt, output_type, options)
-        results = _results(self.complete(request), request)
+        results = complete_validated(self.complete, request, _results)
         return results[0] if single else results
 
     @overload
@@ -369,18 +371,45 @@ class ModelRunner(ABC):
     ) -> RunResult[Any] | list[RunResult[Any]]:
         """Async :meth:`run`; does not block the event loop."""
         request, single = self._prepare(prompt, output_type, options)
-        results = _results(await self.acomplete(request), request)
+        results = await acomplete_validated(self.acomplete, request, _results)
         return results[0] if single else results
 
-    def stream(self, prompt: Prompt, output_type: type[Type] | None = None, **options: Any) -> Iterator[str]:
+    @overload
+    def stream(self, prompt: Prompt, output_type: None = None, **options: Any) -> Iterator[str]: ...
+    @overload
+    def stream(self, prompt: Prompt, output_type: type[T], **options: Any) -> Iterator[T]: ...
+
+    def stream(self, prompt: Prompt, output_type: type[T] | None = None, **options: Any) -> Iterator[Any]:
         """Yield text pieces of one completion; joined they equal the full text.
 
-        Closing the iterator (or dropping it) stops generation.
+        With ``output_type``, yield partial ``output_type`` objects as their fields
+        close, the last one validated and equal to :meth:`generate`'s result (see
+        :mod:`llmrun.streaming`). Closing the iterator (or dropping it) stops generation.
         """
+        request = self._stream_request(prompt, output_type, options)
+        deltas = self.stream_completion(request)
+        return deltas if request.output is None else typed_stream(deltas, request.output)
+
+    @overload
+    def astream(self, prompt: Prompt, output_type: None = None, **options: Any) -> AsyncIterator[str]: ...
+    @overload
+    def astream(self, prompt: Prompt, output_type: type[T], **options: Any) -> AsyncIterator[T]: ...
+
+    def astream(
+        self, prompt: Prompt, output_type: type[T] | None = None, **options: Any
+    ) -> AsyncIterator[Any]:
+        """Async :meth:`stream` (``async for piece in runner.astream(...)``); bad input raises here."""
+        request = self._stream_request(prompt, output_type, options)
+        deltas = self.stream_completion(request)
+        return aiterate(deltas if request.output is None else typed_stream(deltas, request.output))
+
+    def _stream_request(
+        self, prompt: Prompt, output_type: type[Type] | None, options: dict[str, Any]
+    ) -> CompletionRequest:
         request, single = self._prepare(prompt, output_type, options)
         if not single:
             raise InvalidInputError("stream() takes one prompt, not a list; call it once per prompt")
-        return self.stream_completion(request)
+        return request
 
     def _prepare(
         self, prompt: Prompt | Sequence[Prompt], output_type: type[Type] | None, options: dict[str, Any]

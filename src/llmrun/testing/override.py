@@ -34,7 +34,7 @@ from typing import Any
 from llmrun.errors import InvalidInputError
 from llmrun.runner import ModelRunner
 
-__all__ = ["RunnerSpec", "build_runner", "override"]
+__all__ = ["RunnerSpec", "apply_overrides", "override"]
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ _lock = threading.Lock()
 _layers: list[_Layer] = []
 
 
-def build_runner(spec: RunnerSpec, build: Callable[[], ModelRunner]) -> ModelRunner:
+def apply_overrides(spec: RunnerSpec, build: Callable[[], ModelRunner]) -> ModelRunner:
     """Build ``spec`` through the active overrides; ``build`` makes the real runner.
 
     The registry's one hook: every ``llmrun.load`` (and so every facade) ends here.

@@ -1,0 +1,125 @@
+"""FallbackRunner: the next runner on named errors (cloud 5xx or timeout, then local), nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+import llmrun
+from llmrun import Context, FallbackRunner, Type
+from llmrun.errors import (
+    AuthenticationError,
+    BatchError,
+    InvalidInputError,
+    RequestTimeoutError,
+    ServiceUnavailableError,
+)
+from llmrun.runner import CompletionRequest
+from llmrun.testing import FakeRunner, FunctionRunner, stream_script
+from llmrun.testing.lamini_server import FakeLaminiServer
+
+
+class Answer(Type):
+    answer: str = Context("a short factual answer")
+
+
+def failing(error: BaseException) -> FunctionRunner:
+    def fail(prompt: str, request: CompletionRequest) -> str:
+        raise error
+
+    return FunctionRunner(fail, stream_function=lambda p, r: [error])
+
+
+def test_moves_on_for_named_errors_and_says_who_answered() -> None:
+    backup = FakeRunner(responses=[" from backup"])
+    primary = failing(ServiceUnavailableError("503"))
+    runner = FallbackRunner([primary, backup])
+    assert runner("q") == " from backup"
+    assert runner.last_runner is backup
+    assert len(primary.requests) == 1
+
+
+def test_other_errors_are_raised_at_once() -> None:
+    backup = FakeRunner()
+    runner = FallbackRunner([failing(AuthenticationError("bad key", 401)), backup])
+    with pytest.raises(AuthenticationError):
+        runner("q")
+    assert backup.requests == []
+
+
+def test_when_all_fail_the_last_error_is_raised_with_notes_of_the_others() -> None:
+    runner = FallbackRunner(
+        [failing(ServiceUnavailableError("first down")), failing(RequestTimeoutError("second slow"))],
+        on=(ServiceUnavailableError, RequestTimeoutError),
+    )
+    with pytest.raises(RequestTimeoutError, match="second slow") as caught:
+        runner("q")
+    assert any("first down" in note for note in caught.value.__notes__)
+
+
+def test_a_batch_whose_failures_are_all_named_moves_on() -> None:
+    batch_error = BatchError("2 of 2 failed", {0: ServiceUnavailableError("a"), 1: RequestTimeoutError("b")})
+    runner = FallbackRunner([failing(batch_error), FakeRunner(responses=["x", "y"])])
+    assert runner(["a", "b"]) == ["x", "y"]
+    mixed = BatchError("mixed", {0: ServiceUnavailableError("a"), 1: AuthenticationError("b")})
+    with pytest.raises(BatchError):
+        FallbackRunner([failing(mixed), FakeRunner()])(["a", "b"])
+
+
+async def test_async_falls_back_too() -> None:
+    runner = FallbackRunner([failing(ServiceUnavailableError("503")), FakeRunner(responses=["ok"])])
+    assert await runner.agenerate("q") == "ok"
+
+
+def test_stream_falls_back_before_the_first_chunk_only() -> None:
+    runner = FallbackRunner([failing(ServiceUnavailableError("503")), FunctionRunner(lambda p, r: "abc")])
+    assert "".join(runner.stream("q")) == "abc"
+    late = FunctionRunner(stream_function=lambda p, r: stream_script("abcdef", size=2, fail_at=1))
+    runner = FallbackRunner([late, FunctionRunner(lambda p, r: "never")])
+    got: list[str] = []
+    with pytest.raises(ServiceUnavailableError):
+        got.extend(runner.stream("q"))
+    assert got == ["ab"]
+
+
+def test_typed_output_and_sampling_options_every_runner_honours() -> None:
+    runner = FallbackRunner([failing(RequestTimeoutError("slow")), FakeRunner()])
+    assert isinstance(runner("q", output_type=Answer), Answer)
+    assert runner.model_name == "function-model"
+
+
+def test_bad_arguments_are_clear() -> None:
+    with pytest.raises(InvalidInputError, match="non-empty list of runners"):
+        FallbackRunner([])
+    with pytest.raises(InvalidInputError, match="runner 1 is a str"):
+        FallbackRunner([FakeRunner(), "local"])  # type: ignore[list-item]
+    with pytest.raises(InvalidInputError, match="exception class or a list"):
+        FallbackRunner([FakeRunner()], on="ServiceUnavailableError")  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def lamini_server() -> Iterator[FakeLaminiServer]:
+    pytest.importorskip("lamini", reason="the lamini backend needs the optional lamini client")
+    with FakeLaminiServer(api_key="sk-fallback-key") as server:
+        yield server
+
+
+def test_cloud_5xx_then_the_local_stand_in(lamini_server: FakeLaminiServer) -> None:
+    cloud = llmrun.load(
+        "m",
+        backend="lamini",
+        api_key="sk-fallback-key",
+        api_url=lamini_server.url,
+        max_retries=1,
+        backoff_base=0,
+    )
+    local = FakeRunner(responses=[" local answer"])
+    runner = FallbackRunner([cloud, local])
+    lamini_server.fail(503, "overloaded", times=2)  # the first try and its one retry
+    assert runner("Q: hi? A:") == " local answer"
+    assert runner.last_runner is local
+    assert len(lamini_server.requests_to("/v1/completions")) == 2
+    lamini_server.script("Q: again", " cloud answer")
+    assert runner("Q: again") == " cloud answer"
+    assert runner.last_runner is cloud
