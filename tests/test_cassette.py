@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -310,3 +311,25 @@ def test_a_users_suite_records_against_the_fake_lamini_server_and_replays_with_i
     assert "CassetteMissError" in missed.stdout
     assert "capital of Spain" in missed.stdout
     assert "--llmrun-cassette-mode=record" in missed.stdout
+
+
+def test_local_model_recorded_then_replayed_with_the_checkpoint_gone(
+    tiny_checkpoint_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(tiny_checkpoint_dirs["gpt_neox"], model)
+    path = tmp_path / "tape.jsonl"
+    with cassette(path, mode="record"):
+        runner = llmrun.load(str(model), backend="local", device="cpu")
+        text = runner("Q: hi? A:", max_new_tokens=6)
+        typed = runner(Question(question="q"), output_type=Answer, max_new_tokens=48)
+        chunks = list(runner.stream("Q: stream", max_new_tokens=6))
+    shutil.rmtree(model)
+    with cassette(path, mode="replay"):
+        replayed = llmrun.load(str(model), backend="local", device="cpu")
+        assert replayed("Q: hi? A:", max_new_tokens=6) == text
+        assert replayed(Question(question="q"), output_type=Answer, max_new_tokens=48) == typed
+        assert list(replayed.stream("Q: stream", max_new_tokens=6)) == chunks
+    usage = next(row["usage"] for row in lines(path) if row["prompt"] == "Q: hi? A:")
+    assert usage["prompt_tokens"] > 0  # type: ignore[index]  # the local backend's real counts are kept
+    assert 0 < usage["completion_tokens"] <= 6  # type: ignore[index]
