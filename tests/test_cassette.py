@@ -276,6 +276,17 @@ USER_TEST = """
         answer = runner("Q: capital of Italy?", output_type=Answer)
         assert isinstance(answer, Answer) and 0 <= answer.confidence <= 1
         assert runner(["a", "b"]) == [runner("a"), runner("b")]
+
+
+    @pytest.mark.llmrun_cassette("tapes/named.jsonl")
+    def test_named(llmrun_cassette):
+        assert llmrun_cassette.path.name == "named.jsonl"
+        seed = 1 if os.environ.get("RECORDING") == "1" else 2  # a replay answers what seed 1 said
+        assert llmrun.load("m", backend="fake", seed=seed)("hello") == SEED_1_SAYS
+
+
+    SEED_1_SAYS = llmrun.load("m", backend="fake", seed=1)("hello")
+    assert llmrun.load("m", backend="fake", seed=2)("hello") != SEED_1_SAYS
 """
 
 
@@ -301,7 +312,8 @@ def test_a_users_suite_records_against_the_fake_lamini_server_and_replays_with_i
 
     replayed = run_user_suite(tmp_path, recording=False)  # default mode: replay; the URL is dead
     assert replayed.returncode == 0, replayed.stdout + replayed.stderr
-    assert "1 passed" in replayed.stdout
+    assert "2 passed" in replayed.stdout
+    assert (tmp_path / "tapes" / "named.jsonl").is_file()
     assert tape.read_text() == written
 
     changed = textwrap.dedent(USER_TEST).replace('capital of France? A:") ==', 'capital of Spain? A:") !=')

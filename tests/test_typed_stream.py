@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from collections.abc import Iterator
@@ -165,6 +166,11 @@ def test_lamini_typed_stream_through_the_fake_server() -> None:
         items = list(runner.stream("Where?", output_type=Place))
         assert items[-1] == runner("Where?", output_type=Place)
         assert isinstance(items[-1], Place)
+
+        async def collect() -> list[Place]:
+            return [item async for item in runner.astream("Where?", output_type=Place)]
+
+        assert asyncio.run(collect()) == items  # Lamini's reply comes whole: one, final object
 
 
 class Short(Type):

@@ -131,7 +131,10 @@ class Cassette:
         self.save()
 
     def wrap(self, runner: ModelRunner) -> CassetteRunner:
-        """A runner you built yourself, recorded or replayed through this cassette."""
+        """A runner you built yourself, recorded or replayed through this cassette.
+
+        What it records is written when the cassette's ``with`` block ends (or on :meth:`save`).
+        """
         if not isinstance(runner, ModelRunner):
             raise InvalidInputError(f"wrap() takes a llmrun ModelRunner, got {type(runner).__name__}")
         return CassetteRunner(self, runner.backend_name, runner.model_name, inner=runner)
