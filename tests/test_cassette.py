@@ -217,6 +217,11 @@ def test_generation_settings_from_the_runner_are_part_of_the_key(tmp_path: Path)
     ("content", "match"),
     [
         ("not json\n", "tape.jsonl:1: not valid JSON"),
+        (
+            '{"backend": "fake", "model": "m", "prompt": "p", "output_schema": null, "settings": {}, '
+            '"text": "t", "finish_reason": "stop", "n": 1}\n',
+            "lack n=0",
+        ),
         ('{"backend": "fake"}\n', "lacks model, prompt"),
         (
             '{"backend": "fake", "model": "m", "prompt": "p", "output_schema": null, "settings": {}, '

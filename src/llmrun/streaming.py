@@ -117,7 +117,6 @@ class _Scanner:
     def __init__(self) -> None:
         self.offset = 0
         self.depth = 0
-        self.started = False
         self.in_string = False
         self.escaped = False
         self.complete = False
@@ -138,10 +137,8 @@ class _Scanner:
                 continue
             if char == '"':
                 self.in_string = True
-                self.started = True
             elif char in "{[":
                 self.depth += 1
-                self.started = True
                 closed = self.offset + i + 1
             elif char in "}]":
                 self.depth -= 1

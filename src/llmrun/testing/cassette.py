@@ -291,6 +291,13 @@ class Cassette:
             tape = self._tapes.setdefault(ref, [])
             tape.extend([recording] * (n + 1 - len(tape)))  # placeholders until the right n arrives
             tape[n] = recording
+        for ref, tape in self._tapes.items():
+            absent = [n for n in range(len(tape)) if (ref, n) not in seen]
+            if absent:
+                raise CassetteError(
+                    f"{self.path}: the recordings of prompt {_short(self._keys[ref]['prompt'], 80)!r} "
+                    f"lack n={absent[0]}; re-record the cassette"
+                )
 
 
 class CassetteRunner(ModelRunner):
