@@ -45,42 +45,33 @@ import re
 import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Literal, cast
 
 from llmrun.errors import CassetteError, CassetteMissError, InvalidInputError
 from llmrun.generation import GenerationConfig
-from llmrun.runner import Capabilities, Completion, CompletionRequest, FinishReason, ModelRunner, Usage
+from llmrun.runner import Capabilities, Completion, CompletionRequest, ModelRunner, Usage
+from llmrun.testing.cassette_file import (
+    KEY_FIELDS,
+    Recording,
+    canonical,
+    collapsed,
+    format_line,
+    parse_line,
+)
 from llmrun.testing.override import RunnerSpec, override
 
 __all__ = ["Cassette", "CassetteMode", "CassetteRunner", "cassette"]
 
 CassetteMode = Literal["record", "replay", "auto"]
 _MODES: tuple[CassetteMode, ...] = ("record", "replay", "auto")
-#: Fields of a line that are the request; the others are the recorded answer.
-_KEY_FIELDS = ("backend", "model", "prompt", "output_schema", "settings")
 _SECRET_NAME = re.compile(r"key|token|secret|password|auth", re.IGNORECASE)
 _REDACTED = "<redacted>"
 #: Secrets shorter than this are not searched for (they would redact ordinary words).
 _MIN_SECRET = 6
 #: Settings that do not change what a backend answers, so they are not part of the key.
 _UNKEYED_SETTINGS = frozenset({"retries"})
-
-
-@dataclass(frozen=True)
-class _Recording:
-    text: str
-    finish_reason: FinishReason
-    usage: Usage
-    chunks: tuple[str, ...] | None = None
-
-    def same_answer(self, other: _Recording) -> bool:
-        return (self.text, self.finish_reason, self.usage) == (other.text, other.finish_reason, other.usage)
-
-    def completion(self) -> Completion:
-        return Completion(self.text, self.finish_reason, self.usage)
 
 
 class Cassette:
@@ -100,7 +91,7 @@ class Cassette:
         self.mode: CassetteMode = mode
         self._lock = threading.Lock()
         self._keys: dict[str, dict[str, Any]] = {}
-        self._tapes: dict[str, list[_Recording]] = {}
+        self._tapes: dict[str, list[Recording]] = {}
         self._calls: Counter[str] = Counter()
         self._secrets: set[str] = set(_secret_env_values())
         self._dirty = False
@@ -178,9 +169,9 @@ class Cassette:
         }
         return cast(dict[str, Any], self._redact(json.loads(json.dumps(key))))
 
-    def play(self, key: dict[str, Any]) -> _Recording | None:
+    def play(self, key: dict[str, Any]) -> Recording | None:
         """The next recording for ``key``, or None when there is none."""
-        ref = _canonical(key)
+        ref = canonical(key)
         with self._lock:
             tape = self._tapes.get(ref)
             if not tape:
@@ -189,10 +180,10 @@ class Cassette:
             self._calls[ref] += 1
             return tape[min(n, len(tape) - 1)]
 
-    def record(self, key: dict[str, Any], recording: _Recording) -> None:
+    def record(self, key: dict[str, Any], recording: Recording) -> None:
         """Add what the real runner answered for ``key``."""
-        ref = _canonical(key)
-        recording = _Recording(
+        ref = canonical(key)
+        recording = Recording(
             self._redact(recording.text),
             recording.finish_reason,
             recording.usage,
@@ -228,7 +219,7 @@ class Cassette:
     def _nearest(self, key: dict[str, Any]) -> str:
         best: list[str] | None = None
         for other in self._keys.values():
-            diff = [f for f in _KEY_FIELDS if f != "settings" and other[f] != key[f]]
+            diff = [f for f in KEY_FIELDS if f != "settings" and other[f] != key[f]]
             diff += [
                 f"settings.{name}"
                 for name in sorted(set(other["settings"]) | set(key["settings"]))
@@ -257,18 +248,11 @@ class Cassette:
                 return
             lines = []
             for ref in sorted(self._tapes):
-                for n, recording in enumerate(_collapsed(self._tapes[ref])):
-                    line = dict(self._keys[ref])
-                    line.update(text=recording.text, finish_reason=recording.finish_reason)
-                    line["usage"] = dataclasses.asdict(recording.usage)
-                    if recording.chunks is not None:
-                        line["chunks"] = list(recording.chunks)
-                    if n:
-                        line["n"] = n
-                    lines.append(self._redact(line))
+                for n, recording in enumerate(collapsed(self._tapes[ref])):
+                    lines.append(format_line(self._redact(self._keys[ref]), recording, n))
             self.path.parent.mkdir(parents=True, exist_ok=True)
             temp = self.path.with_name(self.path.name + ".tmp")
-            body = "".join(json.dumps(line, sort_keys=True, ensure_ascii=False) + "\n" for line in lines)
+            body = "".join(line + "\n" for line in lines)
             temp.write_text(body, encoding="utf-8")
             os.replace(temp, self.path)
             self._dirty = False
@@ -282,8 +266,8 @@ class Cassette:
         for number, raw in enumerate(lines, start=1):
             if not raw.strip():
                 continue
-            key, n, recording = _parse_line(raw, f"{self.path}:{number}")
-            ref = _canonical(key)
+            key, n, recording = parse_line(raw, f"{self.path}:{number}")
+            ref = canonical(key)
             if (ref, n) in seen:
                 raise CassetteError(f"{self.path}:{number}: a second recording n={n} of the same request")
             seen.add((ref, n))
@@ -381,7 +365,7 @@ class CassetteRunner(ModelRunner):
             chunks.append(chunk)
             yield chunk
         text = "".join(chunks)
-        self.cassette.record(keys[0], _Recording(text, "stop", Usage(), tuple(chunks)))
+        self.cassette.record(keys[0], Recording(text, "stop", Usage(), tuple(chunks)))
 
     def train_examples(self, examples: Any, options: Any) -> Any:
         """Fine-tune the real runner (a replay-only cassette cannot)."""
@@ -396,9 +380,9 @@ class CassetteRunner(ModelRunner):
     # ------------------------------------------------------------------ helpers
     def _look_up(
         self, request: CompletionRequest
-    ) -> tuple[list[dict[str, Any]], dict[int, _Recording], list[int]]:
+    ) -> tuple[list[dict[str, Any]], dict[int, Recording], list[int]]:
         keys = [self.cassette.key_of(self, prompt, request) for prompt in request.prompts]
-        found: dict[int, _Recording] = {}
+        found: dict[int, Recording] = {}
         missing: list[int] = []
         for i, key in enumerate(keys):
             recording = None if self.cassette.mode == "record" else self.cassette.play(key)
@@ -413,7 +397,7 @@ class CassetteRunner(ModelRunner):
     def _fill(
         self,
         keys: list[dict[str, Any]],
-        found: dict[int, _Recording],
+        found: dict[int, Recording],
         missing: list[int],
         completions: list[Completion],
     ) -> None:
@@ -424,7 +408,7 @@ class CassetteRunner(ModelRunner):
             )
         for i, done in zip(missing, completions, strict=True):
             done = Completion(done) if isinstance(done, str) else done
-            recording = _Recording(done.text, done.finish_reason, done.usage)
+            recording = Recording(done.text, done.finish_reason, done.usage)
             self.cassette.record(keys[i], recording)
             found[i] = recording
 
@@ -435,65 +419,8 @@ def cassette(path: str | os.PathLike[str], mode: CassetteMode = "replay") -> Cas
 
 
 # ---------------------------------------------------------------------- helpers
-def _canonical(key: Mapping[str, Any]) -> str:
-    return json.dumps(key, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-
-
 def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _collapsed(tape: list[_Recording]) -> list[_Recording]:
-    """Drop trailing repeats (replay repeats the last recording) and keep chunks from any of them."""
-    out = list(tape)
-    while len(out) > 1 and out[-1].same_answer(out[-2]):
-        last, prev = out.pop(), out.pop()
-        out.append(prev if prev.chunks is not None else dataclasses.replace(prev, chunks=last.chunks))
-    return out
-
-
-def _parse_line(raw: str, where: str) -> tuple[dict[str, Any], int, _Recording]:
-    try:
-        line = json.loads(raw)
-    except ValueError as exc:
-        raise CassetteError(
-            f"{where}: not valid JSON ({exc}); fix the line or re-record the cassette"
-        ) from None
-    if not isinstance(line, dict):
-        raise CassetteError(f"{where}: a recording must be a JSON object, got {type(line).__name__}")
-    missing = [f for f in (*_KEY_FIELDS, "text", "finish_reason") if f not in line]
-    if missing:
-        raise CassetteError(f"{where}: the recording lacks {', '.join(missing)}; re-record the cassette")
-    checks = {
-        "backend": isinstance(line["backend"], str),
-        "model": isinstance(line["model"], str),
-        "prompt": isinstance(line["prompt"], str),
-        "output_schema": line["output_schema"] is None or isinstance(line["output_schema"], dict),
-        "settings": isinstance(line["settings"], dict),
-        "text": isinstance(line["text"], str),
-        "finish_reason": line["finish_reason"] in ("stop", "length"),
-        "n": isinstance(line.get("n", 0), int)
-        and not isinstance(line.get("n", 0), bool)
-        and line.get("n", 0) >= 0,
-    }
-    bad = [name for name, ok in checks.items() if not ok]
-    usage_raw = line.get("usage") or {}
-    usage_ok = isinstance(usage_raw, dict) and all(
-        v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in usage_raw.values()
-    )
-    chunks = line.get("chunks")
-    chunks_ok = chunks is None or (
-        isinstance(chunks, list)
-        and all(isinstance(c, str) for c in chunks)
-        and "".join(chunks) == line["text"]
-    )
-    bad += [] if usage_ok else ["usage"]
-    bad += [] if chunks_ok else ["chunks (must be strings joining to text)"]
-    if bad:
-        raise CassetteError(f"{where}: invalid {', '.join(bad)}; re-record the cassette")
-    usage = Usage(usage_raw.get("prompt_tokens"), usage_raw.get("completion_tokens"))
-    recording = _Recording(line["text"], line["finish_reason"], usage, tuple(chunks) if chunks else None)
-    return {f: line[f] for f in _KEY_FIELDS}, int(line.get("n", 0)), recording
 
 
 def _secret_option_values(options: Mapping[str, Any]) -> set[str]:
