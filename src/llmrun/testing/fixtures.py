@@ -14,8 +14,9 @@ Fixtures:
 - ``no_network`` (function): connections to anything but loopback fail with :class:`NetworkBlockedError`.
   Set ``llmrun_no_network = true`` in the ``[tool.pytest.ini_options]`` table to guard every test.
 - ``llmrun_cassette`` (function): a :class:`~llmrun.testing.cassette.Cassette` active for the test, at
-  ``<test dir>/cassettes/<module>/<test>.jsonl``; the marker ``@pytest.mark.llmrun_cassette(path=None,
-  mode=None)`` turns it on for a test and may name the file (relative to the test's folder). The mode is
+  ``<test dir>/cassettes/<module>/<test>.jsonl`` (``<Class>-<test>`` in a class); the marker
+  ``@pytest.mark.llmrun_cassette(path=None, mode=None)`` turns it on for a test and may name the file
+  (relative to the test's folder). The mode is
   ``--llmrun-cassette-mode`` > the marker's > the ini option ``llmrun_cassette_mode`` (default ``replay``).
 - ``llmrun_override`` (function): ``llmrun_override(target, backend=None)`` swaps what ``llmrun.load``
   and the facades build until the test ends (see :func:`llmrun.testing.override`).
@@ -271,8 +272,9 @@ def llmrun_cassette(request: pytest.FixtureRequest) -> Iterator[Cassette]:
     if marker and marker.args:
         args.setdefault("path", marker.args[0])
     folder = Path(request.node.path).parent
+    test_name = request.node.nodeid.split("::", 1)[-1]  # Class::test[param]: unique in its module
     path = args.get("path") or Path("cassettes") / request.node.path.stem / (
-        _UNSAFE_NAME.sub("-", request.node.name).strip("-") + ".jsonl"
+        _UNSAFE_NAME.sub("-", test_name).strip("-") + ".jsonl"
     )
     mode: CassetteMode = (
         request.config.getoption("--llmrun-cassette-mode")
