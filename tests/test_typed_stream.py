@@ -145,9 +145,12 @@ async def test_astream_stops_early_and_checks_input_at_call_time() -> None:
             closed.append(True)
 
     runner = FunctionRunner(stream_function=stream)
-    async for piece in runner.astream("p"):
+    pieces = runner.astream("p")
+    async for piece in pieces:
         assert piece == "a"
         break
+    await pieces.aclose()  # what `async with contextlib.aclosing(runner.astream(...))` does
+    assert closed == [True]  # leaving early closed the backend's stream
     from llmrun.errors import InvalidInputError
 
     with pytest.raises(InvalidInputError, match="one prompt"):

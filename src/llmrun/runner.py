@@ -17,7 +17,7 @@ import asyncio
 import importlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, overload
 
@@ -391,14 +391,20 @@ class ModelRunner(ABC):
         return deltas if request.output is None else typed_stream(deltas, request.output)
 
     @overload
-    def astream(self, prompt: Prompt, output_type: None = None, **options: Any) -> AsyncIterator[str]: ...
+    def astream(
+        self, prompt: Prompt, output_type: None = None, **options: Any
+    ) -> AsyncGenerator[str, None]: ...
     @overload
-    def astream(self, prompt: Prompt, output_type: type[T], **options: Any) -> AsyncIterator[T]: ...
+    def astream(self, prompt: Prompt, output_type: type[T], **options: Any) -> AsyncGenerator[T, None]: ...
 
     def astream(
         self, prompt: Prompt, output_type: type[T] | None = None, **options: Any
-    ) -> AsyncIterator[Any]:
-        """Async :meth:`stream` (``async for piece in runner.astream(...)``); bad input raises here."""
+    ) -> AsyncGenerator[Any, None]:
+        """Async :meth:`stream`: ``async for piece in runner.astream(...)``. Bad input raises here.
+
+        Leaving the loop early: ``await pieces.aclose()`` (or ``contextlib.aclosing``) stops
+        generation at once; otherwise when the generator is collected.
+        """
         request = self._stream_request(prompt, output_type, options)
         deltas = self.stream_completion(request)
         return aiterate(deltas if request.output is None else typed_stream(deltas, request.output))

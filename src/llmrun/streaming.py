@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import types
 import typing
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic_core import from_json
@@ -150,7 +150,7 @@ class _Scanner:
         return closed
 
 
-async def aiterate(iterator: Iterator[I]) -> AsyncIterator[I]:
+async def aiterate(iterator: Iterator[I]) -> AsyncGenerator[I, None]:
     """Iterate a blocking iterator (a backend's stream) without blocking the event loop.
 
     Each item is fetched in a worker thread; leaving the loop early closes ``iterator``.
