@@ -14,8 +14,9 @@ from llmrun.errors import (
     InvalidInputError,
     RequestTimeoutError,
     ServiceUnavailableError,
+    UnsupportedFeatureError,
 )
-from llmrun.runner import CompletionRequest
+from llmrun.runner import Capabilities, CompletionRequest
 from llmrun.testing import FakeRunner, FunctionRunner, stream_script
 from llmrun.testing.lamini_server import FakeLaminiServer
 
@@ -83,10 +84,23 @@ def test_stream_falls_back_before_the_first_chunk_only() -> None:
     assert got == ["ab"]
 
 
+def test_stream_needs_a_runner_that_streams() -> None:
+    class Mute(FunctionRunner):
+        capabilities = Capabilities()  # cannot stream
+
+    runner = FallbackRunner([Mute(lambda p, r: "x")])
+    assert runner.capabilities.streams is False
+    with pytest.raises(UnsupportedFeatureError, match="can stream"):
+        list(runner.stream("q"))
+
+
 def test_typed_output_and_sampling_options_every_runner_honours() -> None:
     runner = FallbackRunner([failing(RequestTimeoutError("slow")), FakeRunner()])
     assert isinstance(runner("q", output_type=Answer), Answer)
     assert runner.model_name == "function-model"
+    cloud_like = FunctionRunner(lambda p, r: "x")
+    cloud_like.capabilities = Capabilities(streams=True, sampling=frozenset({"stop", "seed"}))  # type: ignore[misc]
+    assert FallbackRunner([cloud_like, FakeRunner()]).capabilities.sampling == {"stop", "seed"}
 
 
 def test_bad_arguments_are_clear() -> None:

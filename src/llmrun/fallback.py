@@ -27,6 +27,7 @@ from llmrun.errors import (
     RateLimitError,
     RequestTimeoutError,
     ServiceUnavailableError,
+    UnsupportedFeatureError,
 )
 from llmrun.generation import GenerationConfig
 from llmrun.runner import Capabilities, Completion, CompletionRequest, ModelRunner
@@ -121,6 +122,8 @@ class FallbackRunner(ModelRunner):
     def stream_completion(self, request: CompletionRequest) -> Iterator[str]:
         failures: list[tuple[ModelRunner, BaseException]] = []
         streaming = [r for r in self.runners if r.capabilities.streams]
+        if not streaming:
+            raise UnsupportedFeatureError(f"none of the runners of {self!r} can stream")
         for runner in streaming:
             chunks = runner.stream_completion(request)
             try:
