@@ -23,10 +23,11 @@ Modes:
   and add its answer to the file.
 
 Each prompt of a request is one recording, keyed by backend, model, rendered
-prompt, output JSON Schema and generation settings (``max_new_tokens`` as the
-effective budget); a batch recorded once can be replayed one prompt at a time
-and back. The same request made again gets the next recording (``"n"``), and
-the last one once they run out. Streams keep their chunks.
+prompt, output JSON Schema and generation settings (those that differ from
+the defaults, and ``max_new_tokens`` as the effective budget); a batch recorded
+once can be replayed one prompt at a time and back. The same request made
+again gets the next recording (``"n"``), and the last one once they run out.
+Streams keep their chunks.
 
 The file is JSON lines: one recording per line, keys sorted, lines sorted, so
 a re-recording that changes nothing changes no byte and a diff shows what did.
@@ -154,12 +155,14 @@ class Cassette:
     # ------------------------------------------------------------------ look-up and record
     def key_of(self, runner: CassetteRunner, prompt: str, request: CompletionRequest) -> dict[str, Any]:
         """The fields that identify one prompt of ``request`` in the file."""
-        settings = {
+        defaults = GenerationConfig()
+        settings = {  # only what differs from the defaults, so a new setting leaves old keys alone
             f.name: getattr(request.config, f.name)
             for f in dataclasses.fields(request.config)
             if f.name not in _UNKEYED_SETTINGS
+            and getattr(request.config, f.name) != getattr(defaults, f.name)
         }
-        settings["max_new_tokens"] = request.max_new_tokens
+        settings["max_new_tokens"] = request.max_new_tokens  # the effective budget, always
         key = {
             "backend": runner.backend_name,
             "model": runner.model_name,
