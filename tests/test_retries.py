@@ -10,7 +10,13 @@ from pydantic import field_validator
 
 import llmrun
 from llmrun import Context, GenerationConfig, Type
-from llmrun.errors import IncompleteOutputError, InvalidInputError, OutputValidationError
+from llmrun.errors import (
+    BatchError,
+    IncompleteOutputError,
+    InvalidInputError,
+    OutputValidationError,
+    ServiceUnavailableError,
+)
 from llmrun.runner import Completion, CompletionRequest
 from llmrun.testing import FunctionRunner
 from llmrun.testing.lamini_server import FakeLaminiServer
@@ -92,6 +98,39 @@ def test_only_the_failed_prompts_of_a_batch_are_asked_again() -> None:
     assert len(requests) == 2
     assert len(requests[1]) == 2
     assert requests[1][0].startswith("bad 2") and requests[1][1].startswith("bad 4")  # noqa: PT018
+
+
+def test_a_batch_item_still_invalid_fails_alone_keeping_the_others() -> None:
+    def answer(prompt: str, request: CompletionRequest) -> str:
+        return json.dumps({"city": "rome" if prompt.startswith("stubborn") else "Rome"})
+
+    with pytest.raises(BatchError) as caught:
+        FunctionRunner(answer)(["fine", "stubborn", "fine too"], output_type=Capital, retries=2)
+    assert caught.value.failed == [1]
+    assert isinstance(caught.value.failures[1], OutputValidationError)
+    assert "still invalid after 2 retries" in str(caught.value.failures[1])
+    assert caught.value.results[0] == Capital(city="Rome")
+    assert caught.value.results[1] is None
+
+
+def test_a_backend_failure_in_a_batch_is_not_retried() -> None:
+    calls: list[tuple[str, ...]] = []
+
+    class Flaky(FunctionRunner):
+        def complete(self, request: CompletionRequest) -> list[Completion]:
+            calls.append(request.prompts)
+            if len(calls) == 1:
+                down = ServiceUnavailableError("item 1 is down")
+                raise BatchError("1 of 2 failed", {1: down}, [Completion('{"city": "rome"}'), None])
+            return [Completion('{"city": "Rome"}') for _ in request.prompts]
+
+    with pytest.raises(BatchError) as caught:
+        Flaky(lambda p, r: "")(["a", "b"], output_type=Capital, retries=1)
+    assert len(calls) == 2
+    assert len(calls[1]) == 1  # only the invalid item 0 was asked again
+    assert caught.value.failed == [1]
+    assert isinstance(caught.value.failures[1], ServiceUnavailableError)
+    assert caught.value.results[0] == Capital(city="Rome")
 
 
 async def test_async_retries() -> None:

@@ -14,6 +14,7 @@ objects, async — lives here, once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import json
 from abc import ABC, abstractmethod
@@ -21,8 +22,8 @@ from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, overload
 
+from llmrun import outcomes
 from llmrun.errors import (
-    IncompleteOutputError,
     InvalidInputError,
     OutputValidationError,
     SchemaError,
@@ -308,7 +309,11 @@ class ModelRunner(ABC):
         ``repetition_penalty``, ``stop``, ``seed``) and may set ``template``.
         """
         request, single = self._prepare(prompt, output_type, options)
-        results = complete_validated(self.complete, request, _results)
+        results = complete_validated(
+            functools.partial(outcomes.settled, self.complete),
+            request,
+            functools.partial(outcomes.results, outputs=True),
+        )
         outputs = [r.output for r in results]
         return outputs[0] if single else outputs
 
@@ -330,7 +335,11 @@ class ModelRunner(ABC):
     ) -> str | list[str] | T | list[T]:
         """Async :meth:`generate`; does not block the event loop."""
         request, single = self._prepare(prompt, output_type, options)
-        results = await acomplete_validated(self.acomplete, request, _results)
+        results = await acomplete_validated(
+            functools.partial(outcomes.asettled, self.acomplete),
+            request,
+            functools.partial(outcomes.results, outputs=True),
+        )
         outputs = [r.output for r in results]
         return outputs[0] if single else outputs
 
@@ -350,7 +359,9 @@ class ModelRunner(ABC):
     ) -> RunResult[Any] | list[RunResult[Any]]:
         """Like :meth:`generate`, but each result also carries its text, finish reason and token usage."""
         request, single = self._prepare(prompt, output_type, options)
-        results = complete_validated(self.complete, request, _results)
+        results = complete_validated(
+            functools.partial(outcomes.settled, self.complete), request, outcomes.results
+        )
         return results[0] if single else results
 
     @overload
@@ -371,7 +382,9 @@ class ModelRunner(ABC):
     ) -> RunResult[Any] | list[RunResult[Any]]:
         """Async :meth:`run`; does not block the event loop."""
         request, single = self._prepare(prompt, output_type, options)
-        results = await acomplete_validated(self.acomplete, request, _results)
+        results = await acomplete_validated(
+            functools.partial(outcomes.asettled, self.acomplete), request, outcomes.results
+        )
         return results[0] if single else results
 
     @overload
@@ -491,43 +504,6 @@ class ModelRunner(ABC):
     def evaluate(self) -> EvalResult:
         """Evaluate the model on the held-out part of the loaded data."""
         return self.evaluate_examples(list(self._examples))
-
-
-def _results(completions: Sequence[Completion | str], request: CompletionRequest) -> list[RunResult[Any]]:
-    """Check a backend's completions against the request and parse typed outputs.
-
-    A plain ``str`` from a backend written before :class:`Completion` counts as a
-    finished completion with unknown usage.
-    """
-    if not isinstance(completions, list | tuple) or len(completions) != len(request.prompts):
-        count = len(completions) if isinstance(completions, list | tuple) else type(completions).__name__
-        raise InvalidInputError(f"backend returned {count} completions for {len(request.prompts)} prompts")
-    results: list[RunResult[Any]] = []
-    for item in completions:
-        done = Completion(item) if isinstance(item, str) else item
-        if not isinstance(done, Completion):
-            raise InvalidInputError(
-                f"backend returned a {type(done).__name__}; complete() must return llmrun Completion objects"
-            )
-        output: Any = done.text
-        if request.output is not None:
-            output = _parse(request.output, request.max_new_tokens, done)
-        results.append(RunResult(output, done.text, done.finish_reason, done.usage))
-    return results
-
-
-def _parse(output: OutputSpec, budget: int, done: Completion) -> Any:
-    """A typed completion's output; a cut-off one that does not parse is an :class:`IncompleteOutputError`."""
-    try:
-        return output.parse(done.text)
-    except OutputValidationError:
-        if done.finish_reason != "length":
-            raise
-        raise IncompleteOutputError(
-            f"the token budget (max_new_tokens={budget}) ran out before the "
-            f"{output.name} JSON was complete; raise max_new_tokens",
-            partial_text=done.text,
-        ) from None
 
 
 def _as_prompt_list(prompt: object) -> Sequence[Any]:

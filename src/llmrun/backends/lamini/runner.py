@@ -32,7 +32,7 @@ from llmrun.errors import (
     TrainingError,
     UnsupportedFeatureError,
 )
-from llmrun.generation import GenerationConfig
+from llmrun.generation import GenerationConfig, cut_at_stop
 from llmrun.runner import Capabilities, Completion, CompletionRequest, ModelRunner
 from llmrun.training import EvalResult, TrainingExample, TrainOptions, TrainResult
 
@@ -226,9 +226,7 @@ def _text(item: Any, stop: tuple[str, ...]) -> str:
             f'Lamini answered a text completion with {_shape(item)}; expected {{"output": "<text>"}}',
             status_code=200,
         )
-    text: str = item["output"]
-    cut = min((i for s in stop if (i := text.find(s)) >= 0), default=len(text))
-    return text[:cut]
+    return cut_at_stop(item["output"], stop)
 
 
 def _shape(value: Any) -> str:
@@ -237,35 +235,20 @@ def _shape(value: Any) -> str:
 
 
 def _collect(chunks: list[range], outcomes: list[list[Completion] | BaseException]) -> list[Completion]:
-    """Join chunk results in order, or raise: one error as is, several as a BatchError."""
+    """Join chunk results in order, or raise: one error as is, several as a BatchError that keeps
+    the completions of the chunks that succeeded."""
     errors = [(c, o) for c, o in zip(chunks, outcomes, strict=True) if isinstance(o, BaseException)]
+    results: list[Completion | None] = []
+    for chunk, outcome in zip(chunks, outcomes, strict=True):
+        results += [None] * len(chunk) if isinstance(outcome, BaseException) else outcome
     if not errors:
-        return [text for o in outcomes if not isinstance(o, BaseException) for text in o]
+        return [c for c in results if c is not None]
     for _, error in errors:
         if not isinstance(error, LLMRunError):
             raise error  # a bug or a cancellation, not a backend failure
     if len(chunks) == 1 or isinstance(errors[0][1], _WHOLE_CALL_ERRORS):
         raise errors[0][1]
-    failures = {i: error for chunk, error in errors for i in chunk}
-    total = sum(len(c) for c in chunks)
-    kinds = "; ".join(sorted({f"{type(e).__name__}: {e}" for _, e in errors})[:3])
-    raise BatchError(
-        f"{len(failures)} of {total} prompts failed (items {_ranges(sorted(failures))}): {kinds}",
-        failures,
-    )
-
-
-def _ranges(indices: list[int]) -> str:
-    parts: list[str] = []
-    start = prev = indices[0]
-    for i in [*indices[1:], None]:
-        if i is not None and i == prev + 1:
-            prev = i
-            continue
-        parts.append(str(start) if start == prev else f"{start}-{prev}")
-        if i is not None:
-            start = prev = i
-    return ", ".join(parts)
+    raise BatchError.of({i: error for chunk, error in errors for i in chunk}, results)
 
 
 def _check_settings(config: GenerationConfig) -> None:
