@@ -14,7 +14,7 @@ import pytest
 
 import llmrun
 from llmrun import BasicModelRunner, Context, GenerationConfig, LLMEngine, Type
-from llmrun.errors import CassetteError, CassetteMissError, InvalidInputError
+from llmrun.errors import CassetteError, CassetteMissError, ConfigurationError, InvalidInputError
 from llmrun.testing import CassetteRunner, FakeRunner, FunctionRunner, cassette, override
 
 
@@ -124,6 +124,17 @@ def test_auto_replays_hits_and_records_only_misses(tmp_path: Path) -> None:
     assert out[1] == "fresh new"
     assert out[0] != "fresh known"
     assert {row["prompt"] for row in lines(path)} == {"known", "new"}
+
+
+def test_auto_says_why_it_built_the_real_runner_when_that_fails(tmp_path: Path) -> None:
+    def no_key(spec: object) -> FakeRunner:
+        raise ConfigurationError("no Lamini key found")
+
+    with override(no_key), cassette(tmp_path / "tape.jsonl", mode="auto"):
+        runner = llmrun.load("m", backend="lamini")  # not built yet
+        with pytest.raises(ConfigurationError) as caught:
+            runner("not recorded")
+    assert any("had no recording of a request" in note for note in caught.value.__notes__)
 
 
 def test_auto_builds_nothing_when_everything_is_recorded(tmp_path: Path) -> None:

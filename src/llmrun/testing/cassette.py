@@ -334,7 +334,15 @@ class CassetteRunner(ModelRunner):
                     raise InvalidInputError(
                         f"{self!r} replays only and has no real runner; use mode='auto' or 'record'"
                     )
-                self._inner = self._build()
+                try:
+                    self._inner = self._build()
+                except Exception as exc:
+                    exc.add_note(
+                        f"cassette {self.cassette.path} (mode {self.cassette.mode!r}) had no recording of "
+                        f"a request, so it built the real {self.backend_name!r} runner to record one; "
+                        "use mode='replay' to fail on the missing recording instead"
+                    )
+                    raise
                 self.capabilities = self._inner.capabilities  # type: ignore[misc]
             return self._inner
 
