@@ -14,7 +14,15 @@ import pytest
 
 import llmrun
 from llmrun import BasicModelRunner, Context, GenerationConfig, LLMEngine, Type
-from llmrun.errors import CassetteError, CassetteMissError, ConfigurationError, InvalidInputError
+from llmrun.errors import (
+    BatchError,
+    CassetteError,
+    CassetteMissError,
+    ConfigurationError,
+    InvalidInputError,
+    ServiceUnavailableError,
+)
+from llmrun.runner import Completion, CompletionRequest
 from llmrun.testing import CassetteRunner, FakeRunner, FunctionRunner, cassette, override
 
 
@@ -124,6 +132,31 @@ def test_auto_replays_hits_and_records_only_misses(tmp_path: Path) -> None:
     assert out[1] == "fresh new"
     assert out[0] != "fresh known"
     assert {row["prompt"] for row in lines(path)} == {"known", "new"}
+
+
+def test_auto_batch_partly_failing_keeps_the_callers_item_numbers_and_records_the_rest(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "tape.jsonl"
+    with cassette(path, mode="record"):
+        recorded = llmrun.load("m", backend="fake")("a")
+
+    class HalfDown(FunctionRunner):
+        def complete(self, request: CompletionRequest) -> list[Completion]:
+            assert request.prompts == ("b", "c")  # only the prompts not in the cassette
+            down = ServiceUnavailableError("503")
+            raise BatchError.of({1: down}, [Completion(" B"), None])
+
+    with (
+        override(lambda spec: HalfDown(lambda p, r: ""), backend="fake"),
+        cassette(path, mode="auto"),
+        pytest.raises(BatchError) as caught,
+    ):
+        llmrun.load("m", backend="fake")(["a", "b", "c"])
+    assert caught.value.failed == [2]
+    assert str(caught.value.failures[2]) == "item 2: 503"
+    assert caught.value.results[:2] == [recorded, " B"]
+    assert {row["prompt"] for row in lines(path)} == {"a", "b"}  # the answer it got is recorded
 
 
 def test_auto_says_why_it_built_the_real_runner_when_that_fails(tmp_path: Path) -> None:

@@ -50,7 +50,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Literal, cast
 
-from llmrun.errors import CassetteError, CassetteMissError, InvalidInputError
+from llmrun.errors import BatchError, CassetteError, CassetteMissError, InvalidInputError, index_ranges
 from llmrun.generation import GenerationConfig
 from llmrun.runner import Capabilities, Completion, CompletionRequest, ModelRunner, Usage
 from llmrun.testing.cassette_file import (
@@ -355,14 +355,22 @@ class CassetteRunner(ModelRunner):
         keys, found, missing = self._look_up(request)
         if missing:
             sub = dataclasses.replace(request, prompts=tuple(request.prompts[i] for i in missing))
-            self._fill(keys, found, missing, self.runner.complete(sub))
+            try:
+                done = self.runner.complete(sub)
+            except BatchError as exc:
+                raise self._partly_failed(keys, found, missing, exc, len(request.prompts)) from None
+            self._fill(keys, found, missing, done)
         return [found[i].completion() for i in range(len(request.prompts))]
 
     async def acomplete(self, request: CompletionRequest) -> list[Completion]:
         keys, found, missing = self._look_up(request)
         if missing:
             sub = dataclasses.replace(request, prompts=tuple(request.prompts[i] for i in missing))
-            self._fill(keys, found, missing, await self.runner.acomplete(sub))
+            try:
+                done = await self.runner.acomplete(sub)
+            except BatchError as exc:
+                raise self._partly_failed(keys, found, missing, exc, len(request.prompts)) from None
+            self._fill(keys, found, missing, done)
         return [found[i].completion() for i in range(len(request.prompts))]
 
     def stream_completion(self, request: CompletionRequest) -> Iterator[str]:
@@ -404,6 +412,30 @@ class CassetteRunner(ModelRunner):
             else:
                 missing.append(i)
         return keys, found, missing
+
+    def _partly_failed(
+        self,
+        keys: list[dict[str, Any]],
+        found: dict[int, Recording],
+        missing: list[int],
+        error: BatchError,
+        total: int,
+    ) -> BatchError:
+        """Record the items the real runner answered; the BatchError in the caller's item numbers."""
+        answered = error.results if len(error.results) == len(missing) else [None] * len(missing)
+        for position, index in enumerate(missing):
+            item = answered[position]
+            if position not in error.failures and isinstance(item, Completion | str):
+                done = Completion(item) if isinstance(item, str) else item
+                found[index] = Recording(done.text, done.finish_reason, done.usage)
+                self.cassette.record(keys[index], found[index])
+        if len(missing) == total:
+            return error  # the real runner saw the whole batch: its item numbers are the caller's
+        failures = {missing[position]: failure for position, failure in error.failures.items()}
+        for failure in {id(f): f for f in failures.values()}.values():
+            _forget_item_label(failure)
+        results: list[Any] = [found[i].completion() if i in found else None for i in range(total)]
+        return BatchError.of(failures, results)
 
     def _fill(
         self,
@@ -450,3 +482,15 @@ def _secret_env_values() -> set[str]:
         for name, value in os.environ.items()
         if _SECRET_NAME.search(name) and len(value) >= _MIN_SECRET and not name.startswith("PYTEST")
     }
+
+
+def _forget_item_label(error: BaseException) -> None:
+    """Undo :func:`~llmrun.errors.name_item` (numbers of a sub-batch), so the caller's numbers replace it."""
+    items = getattr(error, "items", None)
+    if not items:
+        return
+    label = f"item {items[0]}: " if len(items) == 1 else f"items {index_ranges(sorted(items))}: "
+    first = str(error.args[0]) if error.args else ""
+    if first.startswith(label):
+        error.args = (first[len(label) :], *error.args[1:])
+    error.items = None  # type: ignore[attr-defined]
