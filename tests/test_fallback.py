@@ -16,7 +16,7 @@ from llmrun.errors import (
     ServiceUnavailableError,
     UnsupportedFeatureError,
 )
-from llmrun.runner import Capabilities, CompletionRequest
+from llmrun.runner import Capabilities, Completion, CompletionRequest
 from llmrun.testing import FakeRunner, FunctionRunner, stream_script
 from llmrun.testing.lamini_server import FakeLaminiServer
 
@@ -66,6 +66,51 @@ def test_a_batch_whose_failures_are_all_named_moves_on() -> None:
     mixed = BatchError("mixed", {0: ServiceUnavailableError("a"), 1: AuthenticationError("b")})
     with pytest.raises(BatchError):
         FallbackRunner([failing(mixed), FakeRunner()])(["a", "b"])
+
+
+class PartlyDown(FunctionRunner):
+    """Answers every prompt but those containing "down", which fail with a 503 in a BatchError."""
+
+    def complete(self, request: CompletionRequest) -> list[Completion]:
+        self.requests.append(request)
+        failures: dict[int, BaseException] = {
+            i: ServiceUnavailableError("503") for i, p in enumerate(request.prompts) if "down" in p
+        }
+        results = [None if i in failures else Completion(f"cloud {p}") for i, p in enumerate(request.prompts)]
+        if failures:
+            raise BatchError.of(failures, results)
+        return [c for c in results if c is not None]
+
+    async def acomplete(self, request: CompletionRequest) -> list[Completion]:
+        return self.complete(request)
+
+
+def test_a_batch_keeps_its_good_items_and_sends_only_the_failed_ones_on() -> None:
+    cloud, local = PartlyDown(lambda p, r: ""), FunctionRunner(lambda p, r: f"local {p}")
+    runner = FallbackRunner([cloud, local])
+    assert runner(["a", "down b", "c", "down d"]) == ["cloud a", "local down b", "cloud c", "local down d"]
+    assert local.requests[0].prompts == ("down b", "down d")
+    assert runner.last_runner is local
+
+
+async def test_async_batch_keeps_its_good_items_too() -> None:
+    local = FunctionRunner(lambda p, r: f"local {p}")
+    runner = FallbackRunner([PartlyDown(lambda p, r: ""), local])
+    assert await runner.agenerate(["down a", "b"]) == ["local down a", "cloud b"]
+
+
+def test_when_the_next_runner_fails_the_rest_the_good_items_are_still_kept() -> None:
+    runner = FallbackRunner([PartlyDown(lambda p, r: ""), failing(RequestTimeoutError("slow"))])
+    with pytest.raises(BatchError) as caught:
+        runner(["a", "down b", "c"])
+    assert caught.value.failed == [1]
+    assert isinstance(caught.value.failures[1], RequestTimeoutError)
+    assert caught.value.results == ["cloud a", None, "cloud c"]
+    chained = FallbackRunner([PartlyDown(lambda p, r: ""), PartlyDown(lambda p, r: "")])
+    with pytest.raises(BatchError) as caught:
+        chained(["a", "down b", "down c"])
+    assert caught.value.failed == [1, 2]
+    assert str(caught.value.failures[2]).startswith("item 2:")  # numbered in the caller's batch
 
 
 async def test_async_falls_back_too() -> None:
@@ -137,3 +182,20 @@ def test_cloud_5xx_then_the_local_stand_in(lamini_server: FakeLaminiServer) -> N
     lamini_server.script("Q: again", " cloud answer")
     assert runner("Q: again") == " cloud answer"
     assert runner.last_runner is cloud
+
+
+def test_cloud_batch_with_one_chunk_down_sends_only_that_chunk_local(lamini_server: FakeLaminiServer) -> None:
+    cloud = llmrun.load(
+        "m",
+        backend="lamini",
+        api_key="sk-fallback-key",
+        api_url=lamini_server.url,
+        max_retries=0,
+        batch_size=1,
+        max_concurrency=1,
+    )
+    local = FunctionRunner(lambda p, r: f" local {p}")
+    lamini_server.script("Q1", " cloud 1")
+    lamini_server.fail(503, "overloaded", times=1)  # the first chunk (prompt Q0) only
+    assert FallbackRunner([cloud, local])(["Q0", "Q1"]) == [" local Q0", " cloud 1"]
+    assert local.requests[0].prompts == ("Q0",)

@@ -11,23 +11,27 @@
 Only the errors in ``on`` move on to the next runner (by default: the service
 is down or overloaded, a timeout, rate limiting after retries ran out); any
 other error (a bad key, a bad request, invalid output) is raised at once, as
-it would be raised by the next runner too. When every runner fails, the last
-error is raised, with a note per earlier failure. A stream moves on only
+it would be raised by the next runner too. A :class:`~llmrun.errors.BatchError`
+that kept its good results sends only its failed items on. When every runner
+fails, the last error is raised, with a note per earlier failure. A stream moves on only
 before its first chunk: text already given out cannot be taken back.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import ClassVar
 
 from llmrun.errors import (
     BatchError,
     InvalidInputError,
+    LLMRunError,
     RateLimitError,
     RequestTimeoutError,
     ServiceUnavailableError,
     UnsupportedFeatureError,
+    renumbered,
 )
 from llmrun.generation import GenerationConfig
 from llmrun.runner import Capabilities, Completion, CompletionRequest, ModelRunner
@@ -92,32 +96,64 @@ class FallbackRunner(ModelRunner):
         return f"FallbackRunner({list(self.runners)!r}, on={tuple(e.__name__ for e in self.on)!r})"
 
     def complete(self, request: CompletionRequest) -> list[Completion]:
-        failures: list[tuple[ModelRunner, BaseException]] = []
-        for runner in self.runners:
+        return self._complete(request, 0, [])
+
+    async def acomplete(self, request: CompletionRequest) -> list[Completion]:
+        return await self._acomplete(request, 0, [])
+
+    def _complete(
+        self, request: CompletionRequest, start: int, failures: list[tuple[ModelRunner, BaseException]]
+    ) -> list[Completion]:
+        for position in range(start, len(self.runners)):
+            runner = self.runners[position]
             try:
                 completions = runner.complete(request)
             except BaseException as exc:
-                if not self._moves_on(exc) or runner is self.runners[-1]:
-                    raise _with_notes(exc, failures) from None
-                failures.append((runner, exc))
-                continue
+                self._sort(exc, position, runner, failures)
+                part = _failed_part(exc, request)
+                if part is None:
+                    continue
+                batch, indices, rest = part
+                try:
+                    return _joined(batch, indices, self._complete(rest, position + 1, failures))
+                except LLMRunError as later:
+                    raise _kept(later, batch, indices) from None
             self.last_runner = runner
             return completions
         raise AssertionError("unreachable: the last runner returns or raises")  # pragma: no cover
 
-    async def acomplete(self, request: CompletionRequest) -> list[Completion]:
-        failures: list[tuple[ModelRunner, BaseException]] = []
-        for runner in self.runners:
+    async def _acomplete(
+        self, request: CompletionRequest, start: int, failures: list[tuple[ModelRunner, BaseException]]
+    ) -> list[Completion]:
+        for position in range(start, len(self.runners)):
+            runner = self.runners[position]
             try:
                 completions = await runner.acomplete(request)
             except BaseException as exc:
-                if not self._moves_on(exc) or runner is self.runners[-1]:
-                    raise _with_notes(exc, failures) from None
-                failures.append((runner, exc))
-                continue
+                self._sort(exc, position, runner, failures)
+                part = _failed_part(exc, request)
+                if part is None:
+                    continue
+                batch, indices, rest = part
+                try:
+                    return _joined(batch, indices, await self._acomplete(rest, position + 1, failures))
+                except LLMRunError as later:
+                    raise _kept(later, batch, indices) from None
             self.last_runner = runner
             return completions
         raise AssertionError("unreachable: the last runner returns or raises")  # pragma: no cover
+
+    def _sort(
+        self,
+        error: BaseException,
+        position: int,
+        runner: ModelRunner,
+        failures: list[tuple[ModelRunner, BaseException]],
+    ) -> None:
+        """Raise ``error`` unless it moves on to a next runner; else note it."""
+        if not self._moves_on(error) or position == len(self.runners) - 1:
+            raise _with_notes(error, failures) from None
+        failures.append((runner, error))
 
     def stream_completion(self, request: CompletionRequest) -> Iterator[str]:
         failures: list[tuple[ModelRunner, BaseException]] = []
@@ -149,3 +185,28 @@ def _with_notes(error: BaseException, failures: list[tuple[ModelRunner, BaseExce
     for runner, earlier in failures:
         error.add_note(f"FallbackRunner: {runner!r} failed before with {type(earlier).__name__}: {earlier}")
     return error
+
+
+def _failed_part(
+    error: BaseException, request: CompletionRequest
+) -> tuple[BatchError, list[int], CompletionRequest] | None:
+    """For a batch that kept its good results, the failed items and the request of just those."""
+    count = len(request.prompts)
+    if not isinstance(error, BatchError) or len(error.results) != count or not 0 < len(error.failed) < count:
+        return None
+    indices = error.failed
+    return error, indices, dataclasses.replace(request, prompts=tuple(request.prompts[i] for i in indices))
+
+
+def _joined(error: BatchError, indices: list[int], rest: list[Completion]) -> list[Completion]:
+    merged = list(error.results)
+    for index, completion in zip(indices, rest, strict=True):
+        merged[index] = completion
+    return merged
+
+
+def _kept(later: LLMRunError, error: BatchError, indices: list[int]) -> BatchError:
+    """The next runners failed (some of) the failed items too: a BatchError that keeps the good ones."""
+    if isinstance(later, BatchError):
+        return renumbered(later, indices, list(error.results))
+    return BatchError.of(dict.fromkeys(indices, later), list(error.results))

@@ -50,7 +50,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Literal, cast
 
-from llmrun.errors import BatchError, CassetteError, CassetteMissError, InvalidInputError, index_ranges
+from llmrun.errors import BatchError, CassetteError, CassetteMissError, InvalidInputError, renumbered
 from llmrun.generation import GenerationConfig
 from llmrun.runner import Capabilities, Completion, CompletionRequest, ModelRunner, Usage
 from llmrun.testing.cassette_file import (
@@ -431,11 +431,9 @@ class CassetteRunner(ModelRunner):
                 self.cassette.record(keys[index], found[index])
         if len(missing) == total:
             return error  # the real runner saw the whole batch: its item numbers are the caller's
-        failures = {missing[position]: failure for position, failure in error.failures.items()}
-        for failure in {id(f): f for f in failures.values()}.values():
-            _forget_item_label(failure)
-        results: list[Any] = [found[i].completion() if i in found else None for i in range(total)]
-        return BatchError.of(failures, results)
+        return renumbered(
+            error, missing, [found[i].completion() if i in found else None for i in range(total)]
+        )
 
     def _fill(
         self,
@@ -482,15 +480,3 @@ def _secret_env_values() -> set[str]:
         for name, value in os.environ.items()
         if _SECRET_NAME.search(name) and len(value) >= _MIN_SECRET and not name.startswith("PYTEST")
     }
-
-
-def _forget_item_label(error: BaseException) -> None:
-    """Undo :func:`~llmrun.errors.name_item` (numbers of a sub-batch), so the caller's numbers replace it."""
-    items = getattr(error, "items", None)
-    if not items:
-        return
-    label = f"item {items[0]}: " if len(items) == 1 else f"items {index_ranges(sorted(items))}: "
-    first = str(error.args[0]) if error.args else ""
-    if first.startswith(label):
-        error.args = (first[len(label) :], *error.args[1:])
-    error.items = None  # type: ignore[attr-defined]
