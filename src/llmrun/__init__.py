@@ -15,6 +15,7 @@ from llmrun.schema import Context, Type
 
 if TYPE_CHECKING:
     from llmrun.engines import BasicModelRunner, LLMEngine
+    from llmrun.fallback import FallbackRunner
     from llmrun.registry import available_backends, load, register_backend
     from llmrun.runner import Capabilities, Completion, CompletionRequest, ModelRunner, RunResult, Usage
     from llmrun.training import EvalResult, TrainOptions, TrainResult
@@ -26,6 +27,7 @@ __all__ = [
     "CompletionRequest",
     "Context",
     "EvalResult",
+    "FallbackRunner",
     "GenerationConfig",
     "LLMEngine",
     "LLMRunError",
@@ -44,6 +46,7 @@ __all__ = [
 _LAZY = {
     "BasicModelRunner": "llmrun.engines",
     "LLMEngine": "llmrun.engines",
+    "FallbackRunner": "llmrun.fallback",
     "load": "llmrun.registry",
     "available_backends": "llmrun.registry",
     "register_backend": "llmrun.registry",

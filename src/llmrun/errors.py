@@ -166,6 +166,28 @@ def name_item(error: BaseException, indices: list[int]) -> BaseException:
     return error
 
 
+def renumbered(error: BatchError, indices: list[int], results: list[Any]) -> BatchError:
+    """``error`` of a sub-batch whose item ``k`` is item ``indices[k]`` of a batch, numbered in the batch.
+
+    ``results`` holds one entry per item of the batch (``None`` where there is none yet); the
+    sub-batch's own results fill in its items. The failures keep their exceptions, relabelled.
+    """
+    merged = list(results)
+    for k, value in enumerate(error.results):
+        if value is not None and k not in error.failures:
+            merged[indices[k]] = value
+    failures = {indices[k]: failure for k, failure in error.failures.items()}
+    for failure in {id(f): f for f in failures.values()}.values():
+        items = getattr(failure, "items", None)
+        if items:  # drop the sub-batch's label, so BatchError.of writes the batch's
+            label = f"item {items[0]}: " if len(items) == 1 else f"items {index_ranges(sorted(items))}: "
+            first = str(failure.args[0]) if failure.args else ""
+            if first.startswith(label):
+                failure.args = (first[len(label) :], *failure.args[1:])
+            failure.items = None  # type: ignore[attr-defined]
+    return BatchError.of(failures, merged)
+
+
 def index_ranges(indices: list[int]) -> str:
     """``[0, 1, 2, 5]`` as ``"0-2, 5"``."""
     if not indices:
@@ -180,6 +202,19 @@ def index_ranges(indices: list[int]) -> str:
         if i is not None:
             start = prev = i
     return ", ".join(parts)
+
+
+class CassetteError(LLMRunError):
+    """A cassette file (:mod:`llmrun.testing.cassette`) is invalid or cannot be read."""
+
+
+class CassetteMissError(CassetteError, LookupError):
+    """A replaying cassette has no recording of a request. ``key`` is the request, ``path`` the file."""
+
+    def __init__(self, message: str, path: object, key: dict[str, object]) -> None:
+        super().__init__(message)
+        self.path = path
+        self.key = key
 
 
 class DataError(LLMRunError, ValueError):

@@ -14,6 +14,8 @@ DEFAULT_MAX_NEW_TOKENS = 128
 #: Token budget of a typed call when ``max_new_tokens`` is not set: room for a
 #: JSON object with several fields, so truncated objects are rare.
 DEFAULT_TYPED_MAX_NEW_TOKENS = 256
+#: Most validation retries a call may ask for: each one is a whole new completion.
+MAX_RETRIES = 10
 
 
 @dataclass(frozen=True)
@@ -24,7 +26,10 @@ class GenerationConfig:
     deterministic. ``top_k=None`` and ``top_p=1.0`` turn those filters off.
     ``stop`` sequences end generation; the returned text stops before them.
     ``max_new_tokens=None`` picks :data:`DEFAULT_MAX_NEW_TOKENS` for text and
-    :data:`DEFAULT_TYPED_MAX_NEW_TOKENS` for typed calls.
+    :data:`DEFAULT_TYPED_MAX_NEW_TOKENS` for typed calls. ``retries``: how many
+    times a typed call whose output fails validation (a pydantic validator, a
+    bound) is asked again with the validation error in the prompt, before
+    :class:`~llmrun.errors.OutputValidationError` (see :mod:`llmrun.retries`).
     """
 
     max_new_tokens: int | None = None
@@ -34,6 +39,7 @@ class GenerationConfig:
     repetition_penalty: float = 1.0
     stop: tuple[str, ...] = field(default_factory=tuple)
     seed: int | None = None
+    retries: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.stop, str):
@@ -91,6 +97,9 @@ def _check(cfg: GenerationConfig) -> None:
     seed = cfg.seed
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
         raise bad("seed", seed, "it must be an integer or None")
+    r = cfg.retries
+    if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r <= MAX_RETRIES:
+        raise bad("retries", r, f"it must be an integer from 0 to {MAX_RETRIES} (0: no validation retries)")
 
 
 def _is_number(value: object) -> bool:

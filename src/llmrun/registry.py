@@ -18,6 +18,7 @@ from typing import Any
 from llmrun.config import read_config_file, resolve_backend_and_model, resolve_options
 from llmrun.errors import BackendNotFoundError, ConfigurationError
 from llmrun.runner import ModelRunner
+from llmrun.testing.override import RunnerSpec, apply_overrides
 
 ENTRY_POINT_GROUP = "llmrun.backends"
 
@@ -79,7 +80,13 @@ def load(model: str | None = None, backend: str | None = None, **options: Any) -
     """
     file_settings = read_config_file()
     backend_name, model_name = resolve_backend_and_model(backend, model, file_settings)
-    runner_cls = get_backend(backend_name)
-    common = {k: options.pop(k) for k in ("generation", "template") if k in options}
-    resolved = resolve_options(runner_cls, backend_name, options, file_settings)
-    return runner_cls(model_name, **common, **resolved)
+
+    def build() -> ModelRunner:
+        runner_cls = get_backend(backend_name)
+        rest = dict(options)
+        common = {k: rest.pop(k) for k in ("generation", "template") if k in rest}
+        resolved = resolve_options(runner_cls, backend_name, rest, file_settings)
+        return runner_cls(model_name, **common, **resolved)
+
+    # the one hook of llmrun.testing.override (and cassettes): tests may swap what is built
+    return apply_overrides(RunnerSpec(backend_name, model_name, dict(options)), build)

@@ -14,10 +14,11 @@ objects, async — lives here, once.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, overload
 
@@ -31,6 +32,7 @@ from llmrun.errors import (
     UnsupportedFeatureError,
 )
 from llmrun.generation import GenerationConfig
+from llmrun.retries import acomplete_validated, complete_validated
 from llmrun.schema import (
     Type,
     check_output_type,
@@ -39,6 +41,7 @@ from llmrun.schema import (
     parse_output,
     render_prompt,
 )
+from llmrun.streaming import aiterate, typed_stream
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -288,10 +291,12 @@ class ModelRunner(ABC):
         ``repetition_penalty``, ``stop``, ``seed``) and may set ``template``.
         """
         request, single = self._prepare(prompt, output_type, options)
-        outputs = [
-            r.output
-            for r in outcomes.results(outcomes.settled(self.complete, request), request, outputs=True)
-        ]
+        results = complete_validated(
+            functools.partial(outcomes.settled, self.complete),
+            request,
+            functools.partial(outcomes.results, outputs=True),
+        )
+        outputs = [r.output for r in results]
         return outputs[0] if single else outputs
 
     __call__ = generate
@@ -312,8 +317,12 @@ class ModelRunner(ABC):
     ) -> str | list[str] | T | list[T]:
         """Async :meth:`generate`; does not block the event loop."""
         request, single = self._prepare(prompt, output_type, options)
-        done = await outcomes.asettled(self.acomplete, request)
-        outputs = [r.output for r in outcomes.results(done, request, outputs=True)]
+        results = await acomplete_validated(
+            functools.partial(outcomes.asettled, self.acomplete),
+            request,
+            functools.partial(outcomes.results, outputs=True),
+        )
+        outputs = [r.output for r in results]
         return outputs[0] if single else outputs
 
     @overload
@@ -332,7 +341,9 @@ class ModelRunner(ABC):
     ) -> RunResult[Any] | list[RunResult[Any]]:
         """Like :meth:`generate`, but each result also carries its text, finish reason and token usage."""
         request, single = self._prepare(prompt, output_type, options)
-        results = outcomes.results(outcomes.settled(self.complete, request), request)
+        results = complete_validated(
+            functools.partial(outcomes.settled, self.complete), request, outcomes.results
+        )
         return results[0] if single else results
 
     @overload
@@ -353,20 +364,55 @@ class ModelRunner(ABC):
     ) -> RunResult[Any] | list[RunResult[Any]]:
         """Async :meth:`run`; does not block the event loop."""
         request, single = self._prepare(prompt, output_type, options)
-        results = outcomes.results(await outcomes.asettled(self.acomplete, request), request)
+        results = await acomplete_validated(
+            functools.partial(outcomes.asettled, self.acomplete), request, outcomes.results
+        )
         return results[0] if single else results
 
-    def stream(self, prompt: Prompt, output_type: type[Type] | None = None, **options: Any) -> Iterator[str]:
+    @overload
+    def stream(self, prompt: Prompt, output_type: None = None, **options: Any) -> Iterator[str]: ...
+    @overload
+    def stream(self, prompt: Prompt, output_type: type[T], **options: Any) -> Iterator[T]: ...
+
+    def stream(self, prompt: Prompt, output_type: type[T] | None = None, **options: Any) -> Iterator[Any]:
         """Yield text pieces of one completion; joined they equal the full text.
 
-        Closing the iterator (or dropping it) stops generation.
+        With ``output_type``, yield partial ``output_type`` objects as their fields
+        close, the last one validated and equal to :meth:`generate`'s result (see
+        :mod:`llmrun.streaming`). Closing the iterator (or dropping it) stops generation.
         """
+        request = self._stream_request(prompt, output_type, options)
+        deltas = self.stream_completion(request)
+        return deltas if request.output is None else typed_stream(deltas, request.output)
+
+    @overload
+    def astream(
+        self, prompt: Prompt, output_type: None = None, **options: Any
+    ) -> AsyncGenerator[str, None]: ...
+    @overload
+    def astream(self, prompt: Prompt, output_type: type[T], **options: Any) -> AsyncGenerator[T, None]: ...
+
+    def astream(
+        self, prompt: Prompt, output_type: type[T] | None = None, **options: Any
+    ) -> AsyncGenerator[Any, None]:
+        """Async :meth:`stream`: ``async for piece in runner.astream(...)``. Bad input raises here.
+
+        Leaving the loop early: ``await pieces.aclose()`` (or ``contextlib.aclosing``) stops
+        generation at once; otherwise when the generator is collected.
+        """
+        request = self._stream_request(prompt, output_type, options)
+        deltas = self.stream_completion(request)
+        return aiterate(deltas if request.output is None else typed_stream(deltas, request.output))
+
+    def _stream_request(
+        self, prompt: Prompt, output_type: type[Type] | None, options: dict[str, Any]
+    ) -> CompletionRequest:
         if not self.capabilities.streams:
             raise UnsupportedFeatureError(f"{self._who()} cannot stream")
         request, single = self._prepare(prompt, output_type, options)
         if not single:
             raise InvalidInputError("stream() takes one prompt, not a list; call it once per prompt")
-        return self.stream_completion(request)
+        return request
 
     def _who(self) -> str:
         return f"{type(self).__name__} (backend {self.backend_name!r})"

@@ -16,6 +16,13 @@ Fixtures:
   ``fake_openai_env``: the fake OpenAI-compatible server (:mod:`llmrun.testing.openai_server`).
 - ``no_network`` (function): connections to anything but loopback fail with :class:`NetworkBlockedError`.
   Set ``llmrun_no_network = true`` in the ``[tool.pytest.ini_options]`` table to guard every test.
+- ``llmrun_cassette`` (function): a :class:`~llmrun.testing.cassette.Cassette` active for the test, at
+  ``<test dir>/cassettes/<module>/<test>.jsonl`` (``<Class>-<test>`` in a class); the marker
+  ``@pytest.mark.llmrun_cassette(path=None, mode=None)`` turns it on for a test and may name the file
+  (relative to the test's folder). The mode is
+  ``--llmrun-cassette-mode`` > the marker's > the ini option ``llmrun_cassette_mode`` (default ``replay``).
+- ``llmrun_override`` (function): ``llmrun_override(target, backend=None)`` swaps what ``llmrun.load``
+  and the facades build until the test ends (see :func:`llmrun.testing.override`).
 
 Importing this module is cheap; torch and transformers load when a checkpoint fixture is first used.
 """
@@ -24,17 +31,21 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
 
+from llmrun.runner import ModelRunner
+from llmrun.testing.cassette import Cassette, CassetteMode
 from llmrun.testing.checkpoints import TINY_REPO_IDS, Family, build_tiny_checkpoint, install_in_hf_cache
 from llmrun.testing.lamini_server import FakeLaminiServer
 from llmrun.testing.lamini_wire import DEFAULT_JOB_PLAN
 from llmrun.testing.openai_server import FakeOpenAIServer
+from llmrun.testing.override import RunnerSpec, override
 
 __all__ = [
     "NetworkBlockedError",
@@ -43,6 +54,8 @@ __all__ = [
     "fake_openai",
     "fake_openai_env",
     "fake_openai_server",
+    "llmrun_cassette",
+    "llmrun_override",
     "no_network",
     "offline_hf_cache",
     "tiny_checkpoint_dirs",
@@ -142,6 +155,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type="bool",
         default=False,
         help="llmrun: block connections to non-loopback addresses in every test",
+    )
+    parser.addini(
+        "llmrun_cassette_mode",
+        default="replay",
+        help="llmrun: the mode of llmrun_cassette (record, replay or auto); default replay",
+    )
+    parser.addoption(
+        "--llmrun-cassette-mode",
+        choices=("record", "replay", "auto"),
+        default=None,
+        help="llmrun: record, replay or auto for every llmrun_cassette (beats markers and the ini option)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "llmrun_cassette(path=None, mode=None): record/replay this test's llmrun completions in a cassette",
     )
 
 
@@ -261,3 +292,52 @@ def fake_openai_env(fake_openai: FakeOpenAIServer, monkeypatch: pytest.MonkeyPat
     for name, value in fake_openai.env().items():
         monkeypatch.setenv(name, value)
     return fake_openai
+# ---------------------------------------------------------------- cassettes and overrides
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+@pytest.fixture
+def llmrun_cassette(request: pytest.FixtureRequest) -> Iterator[Cassette]:
+    """A cassette active for the test: runners built through ``llmrun.load`` record or replay through it."""
+    marker = request.node.get_closest_marker("llmrun_cassette")
+    args = dict(marker.kwargs) if marker else {}
+    if marker and marker.args:
+        args.setdefault("path", marker.args[0])
+    folder = Path(request.node.path).parent
+    test_name = request.node.nodeid.split("::", 1)[-1]  # Class::test[param]: unique in its module
+    path = args.get("path") or Path("cassettes") / request.node.path.stem / (
+        _UNSAFE_NAME.sub("-", test_name).strip("-") + ".jsonl"
+    )
+    mode: CassetteMode = (
+        request.config.getoption("--llmrun-cassette-mode")
+        or args.get("mode")
+        or request.config.getini("llmrun_cassette_mode")
+    )
+    with Cassette(folder / path, mode) as tape:
+        yield tape
+
+
+@pytest.fixture(autouse=True)
+def _llmrun_cassette_marker(request: pytest.FixtureRequest) -> None:
+    """Turn on ``llmrun_cassette`` for tests marked ``@pytest.mark.llmrun_cassette``."""
+    if request.node.get_closest_marker("llmrun_cassette") is not None:
+        request.getfixturevalue("llmrun_cassette")
+
+
+@pytest.fixture
+def llmrun_override() -> Iterator[Callable[..., override]]:
+    """``llmrun_override(target, backend=None)``: swap what the registry builds until the test ends."""
+    active: list[override] = []
+
+    def use(
+        target: ModelRunner | type[ModelRunner] | Callable[[RunnerSpec], ModelRunner],
+        backend: str | None = None,
+    ) -> override:
+        swap = override(target, backend=backend)
+        swap.__enter__()
+        active.append(swap)
+        return swap
+
+    yield use
+    for swap in reversed(active):
+        swap.__exit__(None, None, None)
