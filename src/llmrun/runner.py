@@ -4,7 +4,9 @@ A backend implements one verb, :meth:`ModelRunner.complete`: given rendered
 prompts, a validated :class:`~llmrun.generation.GenerationConfig` and an
 optional output type, return one text per prompt (JSON text for typed calls).
 Everything else — prompt rendering, argument checks, single vs batch, typed
-validation, async, fine-tuning data — lives here, once.
+validation, async — lives here, once. Fine-tuning takes a list of examples
+(``train_examples``/``evaluate_examples``); the 2023 data buffer
+(``load_data``, ``train()``...) lives in the facades of :mod:`llmrun.compat`.
 """
 
 from __future__ import annotations
@@ -20,8 +22,6 @@ from llmrun.generation import GenerationConfig
 from llmrun.schema import Type, check_output_type, check_template, parse_output, render_prompt
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from llmrun.training import EvalResult, TrainingExample, TrainOptions, TrainResult
 
 T = TypeVar("T", bound=Type)
@@ -74,7 +74,6 @@ class ModelRunner(ABC):
         self.model_name = model_name
         self.generation = generation or GenerationConfig()
         self.template = check_template(template)
-        self._examples: list[TrainingExample] = []
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model_name={self.model_name!r}, backend={self.backend_name!r})"
@@ -181,62 +180,6 @@ class ModelRunner(ABC):
             output_type = request.output_type
             results = [parse_output(text, output_type) for text in texts]
         return results[0] if single else results
-
-    # ----------------------------------------------------------------- fine-tuning
-    def load_data(self, data: Any, input_key: str = "input", output_key: str = "output") -> None:
-        """Add training examples from a list of dicts or of (input Type, output Type) pairs."""
-        from llmrun import data as data_module
-
-        self._examples += data_module.load_examples(
-            data, input_key=input_key, output_key=output_key, template=self.template
-        )
-
-    def load_data_from_jsonlines(
-        self, path: str | Path, input_key: str = "input", output_key: str = "output"
-    ) -> None:
-        """Add training examples from a JSON-lines file, one object per line."""
-        from llmrun import data as data_module
-
-        self._examples += data_module.load_jsonlines(
-            path, input_key=input_key, output_key=output_key, template=self.template
-        )
-
-    def load_data_from_csv(
-        self, path: str | Path, input_key: str = "input", output_key: str = "output"
-    ) -> None:
-        """Add training examples from a CSV file with a header row."""
-        from llmrun import data as data_module
-
-        self._examples += data_module.load_csv(
-            path, input_key=input_key, output_key=output_key, template=self.template
-        )
-
-    def load_data_from_dataframe(self, df: Any, input_key: str = "input", output_key: str = "output") -> None:
-        """Add training examples from a pandas DataFrame."""
-        from llmrun import data as data_module
-
-        self._examples += data_module.load_dataframe(
-            df, input_key=input_key, output_key=output_key, template=self.template
-        )
-
-    def clear_data(self) -> None:
-        """Forget the loaded training examples."""
-        self._examples = []
-
-    def train(self, **options: Any) -> TrainResult:
-        """Fine-tune on the loaded data; afterwards calls use the tuned model."""
-        from llmrun.training import TrainOptions
-
-        if not self._examples:
-            raise InvalidInputError(
-                "no training data loaded; call load_data(...), load_data_from_jsonlines(...), "
-                "load_data_from_csv(...) or load_data_from_dataframe(...) first"
-            )
-        return self.train_examples(list(self._examples), TrainOptions.from_kwargs(**options))
-
-    def evaluate(self) -> EvalResult:
-        """Evaluate the model on the held-out part of the loaded data."""
-        return self.evaluate_examples(list(self._examples))
 
 
 def _as_prompt_list(prompt: object) -> Sequence[Any]:

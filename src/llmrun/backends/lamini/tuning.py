@@ -60,7 +60,7 @@ MAPPED_OPTIONS = ("max_steps", "learning_rate")
 #: ``TrainOptions`` fields that Lamini cannot honour: setting them raises UnsupportedFeatureError.
 REFUSED_OPTIONS = ("method", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "resume")
 #: ``TrainOptions`` fields this module reads itself (``poll_interval``/``progress`` if they exist).
-USED_OPTIONS = ("num_samples", "poll_interval", "progress")
+USED_OPTIONS = ("num_samples", "poll_interval", "progress", "is_public")
 
 T = TypeVar("T")
 
@@ -202,7 +202,9 @@ def _upload_to_blob(api: LaminiApi, pairs: list[dict[str, str]], location: str) 
         ) from None
 
 
-def start_job(api: LaminiApi, model_name: str, dataset_id: str, args: Mapping[str, Any]) -> str:
+def start_job(
+    api: LaminiApi, model_name: str, dataset_id: str, args: Mapping[str, Any], is_public: bool | None = None
+) -> str:
     """Start tuning ``model_name`` on an uploaded dataset; return the job id."""
     base = _field(
         api.call("GET", "/v1/get-upload-base-path"), "upload_base_path", "GET /v1/get-upload-base-path"
@@ -214,6 +216,8 @@ def start_job(api: LaminiApi, model_name: str, dataset_id: str, args: Mapping[st
         body["upload_file_path"] = location
     if args:
         body["finetune_args"] = dict(args)
+    if is_public is not None:
+        body["is_public"] = is_public
     reply = api.call("POST", "/v1/train", body)
     job_id = _field(reply, "job_id", "POST /v1/train", kinds=(int, str))
     logger.info(
@@ -320,7 +324,7 @@ def train_on_lamini(
     poll_interval = _option(options, "poll_interval", poll_interval)
     progress = bool(_option(options, "progress", progress))
     dataset_id = upload_examples(api, examples)
-    job_id = start_job(api, model_name, dataset_id, args)
+    job_id = start_job(api, model_name, dataset_id, args, options.is_public)
     try:
         outcome = wait_for_job(api, job_id, poll_interval, progress=progress)
     except KeyboardInterrupt as interrupt:
