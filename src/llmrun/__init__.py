@@ -42,7 +42,7 @@ if TYPE_CHECKING:
         setup_config,
     )
     from llmrun.registry import available_backends, load, register_backend
-    from llmrun.runner import CompletionRequest, ModelRunner
+    from llmrun.runner import Capabilities, Completion, CompletionRequest, ModelRunner, RunResult, Usage
     from llmrun.training import EvalResult, TrainOptions, TrainResult
 
 __all__ = [
@@ -50,7 +50,9 @@ __all__ = [
     "AutocompleteRunner",
     "BasicModelRunner",
     "BinaryLaminiClassifier",
+    "Capabilities",
     "CompareEqualMetric",
+    "Completion",
     "CompletionRequest",
     "Context",
     "DefaultChunker",
@@ -70,9 +72,11 @@ __all__ = [
     "QueryEngine",
     "QuestionAnswerModel",
     "RetrievalAugmentedRunner",
+    "RunResult",
     "TrainOptions",
     "TrainResult",
     "Type",
+    "Usage",
     "__version__",
     "available_backends",
     "error",
@@ -91,6 +95,10 @@ _LAZY = {
     "register_backend": "llmrun.registry",
     "ModelRunner": "llmrun.runner",
     "CompletionRequest": "llmrun.runner",
+    "Completion": "llmrun.runner",
+    "Capabilities": "llmrun.runner",
+    "RunResult": "llmrun.runner",
+    "Usage": "llmrun.runner",
     "EvalResult": "llmrun.training",
     "TrainOptions": "llmrun.training",
     "TrainResult": "llmrun.training",

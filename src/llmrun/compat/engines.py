@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import create_model
 
-from llmrun.compat.facade import _GREEDY_ONLY, RANDOM_TEMPERATURE, pick_input, translate_options
+from llmrun.compat.facade import RANDOM_TEMPERATURE, pick_input, samples, translate_options
 from llmrun.compat.jobs import InferenceJobs
 from llmrun.compat.prompts import check_2023_template, fill_2023_template
 from llmrun.compat.tuning import TunableFacade
@@ -166,10 +166,10 @@ class LLMEngine(TunableFacade):
         """Up to ``n`` different outputs for one input, by sampling (temperature 0.7 unless given)."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise InvalidInputError(f"n={n!r} is invalid: it must be an integer >= 1")
-        if self.backend_name in _GREEDY_ONLY:
+        if not samples(self):
             raise UnsupportedFeatureError(
-                f"sample() cannot be honoured by the {self.backend_name!r} backend: its completions API "
-                "decodes greedily, so every sample would be the same. Use backend='local' to sample"
+                f"sample() cannot be honoured by the {self.backend_name!r} backend: it decodes greedily "
+                "(it takes no temperature), so every sample would be the same. Use backend='local' to sample"
             )
         if isinstance(input, list | tuple):
             return [self.sample(item, output_type, n, **options) for item in input]
@@ -197,7 +197,7 @@ class LLMEngine(TunableFacade):
             raise InvalidInputError(
                 "submit_inference_job takes input and output_type; pass other settings by name"
             )
-        model_name, options = translate_options(self.backend_name, input, options)
+        model_name, options = translate_options(self, input, options)
         if model_name not in (None, self.model_name):
             raise UnsupportedFeatureError(
                 f"submit_inference_job(model_name={model_name!r}) cannot be honoured: a job runs on this "

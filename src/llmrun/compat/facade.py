@@ -15,19 +15,16 @@ from typing import TYPE_CHECKING, Any
 from llmrun.config import accepted_options, read_config_file, resolve_backend_and_model
 from llmrun.errors import InvalidInputError, UnsupportedFeatureError
 from llmrun.registry import get_backend, load
-from llmrun.runner import CompletionRequest, ModelRunner
+from llmrun.runner import Completion, CompletionRequest, ModelRunner
 from llmrun.schema import Type
 
 if TYPE_CHECKING:
-    from llmrun.generation import GenerationConfig
     from llmrun.training import EvalResult, TrainingExample, TrainOptions, TrainResult
 
 #: Temperature used for ``random=True`` when the call gives none (2023: "sample, don't decode greedily").
 RANDOM_TEMPERATURE = 0.7
 #: 2023 call keywords that are accepted and change nothing (see docs/guide/compat.md).
 NO_EFFECT_KEYWORDS = ("enable_peft", "streaming")
-#: Backends whose completions take no sampling settings.
-_GREEDY_ONLY = frozenset({"lamini"})
 
 
 class Facade(ModelRunner):
@@ -63,6 +60,7 @@ class Facade(ModelRunner):
             self.backend.model_name, generation=self.backend.generation, template=self.backend.template
         )
         self.backend_name = self.backend.backend_name  # type: ignore[misc]
+        self.capabilities = self.backend.capabilities  # type: ignore[misc]
         #: The model this facade started from (the base model of any tuning).
         self.base_model_name = self.backend.model_name
         self._load_options = {k: v for k, v in options.items() if k not in ("generation",)}
@@ -84,16 +82,14 @@ class Facade(ModelRunner):
             ) from None
 
     # ----------------------------------------------------------------- the contract, delegated
-    def complete(self, request: CompletionRequest) -> list[str]:
+    def complete(self, request: CompletionRequest) -> list[Completion]:
         return self.backend.complete(request)
 
-    async def acomplete(self, request: CompletionRequest) -> list[str]:
+    async def acomplete(self, request: CompletionRequest) -> list[Completion]:
         return await self.backend.acomplete(request)
 
-    def stream_completion(
-        self, prompt: str, config: GenerationConfig, output_type: type[Type] | None = None
-    ) -> Iterator[str]:
-        return self.backend.stream_completion(prompt, config, output_type)
+    def stream_completion(self, request: CompletionRequest) -> Iterator[str]:
+        return self.backend.stream_completion(request)
 
     def train_examples(self, examples: list[TrainingExample], options: TrainOptions) -> TrainResult:
         result = self.backend.train_examples(examples, options)
@@ -116,7 +112,7 @@ class Facade(ModelRunner):
 
     def generate(self, prompt: Any, output_type: Any = None, **options: Any) -> Any:
         """llmrun's ``generate``, also taking the 2023 keywords (see :func:`translate_options`)."""
-        model_name, options = translate_options(self.backend_name, prompt, options)
+        model_name, options = translate_options(self, prompt, options)
         runner = self.runner_for(model_name)
         if runner is self.backend:
             return super().generate(prompt, output_type, **options)
@@ -147,7 +143,7 @@ def pick_input(prompt: Any, input: Any, inputs: Any) -> Any:
 
 
 def translate_options(
-    backend: str, prompt: Any, options: dict[str, Any]
+    runner: ModelRunner, prompt: Any, options: dict[str, Any]
 ) -> tuple[str | None, dict[str, Any]]:
     """Turn 2023 call keywords into llmrun's: returns ``(model_name, options)``.
 
@@ -172,16 +168,21 @@ def translate_options(
             _check_bool(name, options.pop(name), allow_none=True)
     random = options.pop("random", None)
     if _check_bool("random", random, allow_none=True):
-        if backend in _GREEDY_ONLY:
+        if not samples(runner):
             raise UnsupportedFeatureError(
-                f"random=True cannot be honoured by the {backend!r} backend: its completions API "
-                "decodes greedily. Drop random=True, or use backend='local' to sample"
+                f"random=True cannot be honoured by the {runner.backend_name!r} backend: it decodes "
+                "greedily (it takes no temperature). Drop random=True, or use backend='local' to sample"
             )
         options.setdefault("temperature", RANDOM_TEMPERATURE)
     input_type = options.pop("input_type", None)
     if input_type is not None:
         _check_input_type(input_type, prompt)
     return model_name, options
+
+
+def samples(runner: ModelRunner) -> bool:
+    """Whether ``runner``'s backend honours a temperature (its capabilities say so)."""
+    return "temperature" in runner.capabilities.sampling
 
 
 def _check_bool(name: str, value: Any, allow_none: bool = False) -> bool:
