@@ -19,8 +19,8 @@ from llmrun.errors import UnsupportedFeatureError
 pytest.importorskip("torch", reason="the local programs need the local extra")
 pytest.importorskip("lamini", reason="the Lamini programs need the lamini client")
 
-from llmrun.testing.checkpoints import install_in_hf_cache  # noqa: E402
-from llmrun.testing.lamini_server import FakeLaminiServer  # noqa: E402
+from llmrun.testing.checkpoints import install_in_hf_cache
+from llmrun.testing.lamini_server import FakeLaminiServer
 
 PROGRAMS = Path(__file__).parent / "programs_2023"
 
@@ -62,7 +62,7 @@ def local_env(real_id_cache: Path, monkeypatch: pytest.MonkeyPatch, no_network: 
     monkeypatch.setenv("LLMRUN_BACKEND", "local")
     monkeypatch.setenv("LLMRUN_DEVICE", "cpu")
     monkeypatch.setenv("LLMRUN_MODEL", "EleutherAI/pythia-70m")
-    yield
+    return
 
 
 @pytest.fixture

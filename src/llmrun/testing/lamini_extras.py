@@ -61,12 +61,13 @@ class FakeExtras:
         """``(True, reply)`` for a route of this module, else ``(False, None)``."""
         if (method, path) == ("POST", "/v1/embedding"):
             prompt = body.get("prompt")
-            texts = prompt if isinstance(prompt, list) else [prompt]
-            if not texts or not all(isinstance(t, str) for t in texts):
+            texts: list[Any] = prompt if isinstance(prompt, list) else [prompt]
+            strings = [t for t in texts if isinstance(t, str)]
+            if not texts or len(strings) != len(texts):
                 from llmrun.testing.lamini_wire import WireError
 
                 raise WireError(400, "prompt must be a string or a list of strings")
-            return True, {"embedding": [fake_embedding(t) for t in texts]}
+            return True, {"embedding": [fake_embedding(t) for t in strings]}
         if (method, path) == ("POST", "/v1/batch_completions"):
             outputs = complete(body)
             batch_id = f"batch-{self._next}"
