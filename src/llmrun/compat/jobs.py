@@ -98,7 +98,9 @@ class InferenceJobs:
                     job.results.extend(out)
         except Exception as exc:  # reported through check_job_status / get_job_results
             with self._lock:
-                job.status, job.error = "ERRORED", exc
+                job.error = exc
+                if not job.cancelled:
+                    job.status = "ERRORED"
             return
         with self._lock:
             if not job.cancelled:
