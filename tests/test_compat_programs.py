@@ -31,6 +31,7 @@ REAL_IDS = {
     "EleutherAI/pythia-410m-deduped": "gpt_neox",
     "meta-llama/Llama-2-7b-hf": "llama",
     "meta-llama/Llama-2-7b-chat-hf": "llama",
+    "mistralai/Mistral-7B-Instruct-v0.1": "llama",
 }
 BOTH = [
     "lesson1_why_finetune.py",
@@ -40,6 +41,7 @@ BOTH = [
     "runners_pages.py",
     "examples_pages.py",
     "mid_2023_llm.py",
+    "retrieval_runner.py",
 ]
 
 
@@ -101,6 +103,8 @@ ANY_JSON_ITEMS = pytest.mark.xfail(
 def test_program_runs_locally(name: str, local_env: None, capsys: pytest.CaptureFixture[str]) -> None:
     scope = run_program(name)
     assert capsys.readouterr().out  # every program prints what it got
+    if name == "retrieval_runner.py":
+        assert scope["index"].index.ntotal == len(scope["index"].splits) == 2  # a chunk per file
     if name == "lesson5_training.py":
         assert Path(scope["model"].model_name).is_dir()  # the tuned checkpoint on disk
         assert scope["out"]["eval_results"][0]["outputs"][1]["model_name"] == "EleutherAI/pythia-410m"
@@ -110,6 +114,9 @@ def test_program_runs_locally(name: str, local_env: None, capsys: pytest.Capture
 def test_program_runs_on_lamini(name: str, lamini_env: FakeLaminiServer) -> None:
     scope = run_program(name)
     assert lamini_env.requests_to("/v1/completions")
+    if name == "retrieval_runner.py":
+        assert scope["nearest"] == [scope["index"].splits[0]]  # the fake's embeddings share words
+        assert lamini_env.requests_to("/v1/embedding")
     if name == "lesson5_training.py":
         body = lamini_env.requests_to("/v1/train")[0].body
         assert body["is_public"] is True
