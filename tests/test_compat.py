@@ -81,8 +81,8 @@ def test_error_names_are_llmrun_errors() -> None:
 
 
 def test_unavailable_names_say_what_to_use_instead() -> None:
-    with pytest.raises(UnsupportedFeatureError, match=r"LaminiClassifier is not available.*output_type"):
-        llmrun.LaminiClassifier()
+    with pytest.raises(UnsupportedFeatureError, match=r"example_expander cannot be honoured.*add_data_to_class"):
+        llmrun.LaminiClassifier(example_expander=lambda x: x)
     with pytest.raises(UnsupportedFeatureError, match="DocsToQA is not available"):
         llmrun.DocsToQA(docs_path="x")
     with pytest.raises(UnsupportedFeatureError, match="run_model is not available"):

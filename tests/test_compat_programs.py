@@ -42,6 +42,7 @@ BOTH = [
     "examples_pages.py",
     "mid_2023_llm.py",
     "retrieval_runner.py",
+    "classifier.py",
 ]
 
 
@@ -117,6 +118,9 @@ def test_program_runs_on_lamini(name: str, lamini_env: FakeLaminiServer) -> None
     if name == "retrieval_runner.py":
         assert scope["nearest"] == [scope["index"].splits[0]]  # the fake's embeddings share words
         assert lamini_env.requests_to("/v1/embedding")
+    if name == "classifier.py":  # the fake's embeddings share words, so the vote is meaningful
+        assert scope["classifier"].predict(["the cat purrs", "the dog barks loudly"]) == ["cat", "dog"]
+        assert scope["binary"].predict(["works great, I love it"]) == [1]
     if name == "lesson5_training.py":
         body = lamini_env.requests_to("/v1/train")[0].body
         assert body["is_public"] is True
