@@ -81,12 +81,14 @@ def test_error_names_are_llmrun_errors() -> None:
 
 
 def test_unavailable_names_say_what_to_use_instead() -> None:
-    with pytest.raises(UnsupportedFeatureError, match=r"example_expander cannot be honoured.*add_data_to_class"):
+    with pytest.raises(
+        UnsupportedFeatureError, match=r"example_expander cannot be honoured.*add_data_to_class"
+    ):
         llmrun.LaminiClassifier(example_expander=lambda x: x)
-    with pytest.raises(UnsupportedFeatureError, match="DocsToQA is not available"):
-        llmrun.DocsToQA(docs_path="x")
-    with pytest.raises(UnsupportedFeatureError, match="run_model is not available"):
-        llmrun.run_model("x")
+    with pytest.raises(InvalidInputError, match=r"docs_dirpath .* is not a directory"):
+        llmrun.DocsToQA(docs_dirpath="/no/such/dir", backend="fake")
+    with pytest.raises(InvalidInputError, match=r"no questions: run prompt_engineer_questions\(\)"):
+        llmrun.DocsToQA(backend="fake").prompt_engineer_answers()
 
 
 # ----------------------------------------------------------------------------- call conventions

@@ -43,6 +43,7 @@ BOTH = [
     "mid_2023_llm.py",
     "retrieval_runner.py",
     "classifier.py",
+    "docs_to_qa.py",
 ]
 
 
