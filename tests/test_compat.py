@@ -390,3 +390,11 @@ def test_no_warning_from_pydantic_v1_names() -> None:
         warnings.simplefilter("error")
         assert Answer(answer="x").dict() == {"answer": "x"}
         assert Answer.parse_obj({"answer": "y"}).json() == '{"answer":"y"}'
+
+
+def test_both_2023_constructor_orders_and_keys_a_backend_does_not_need() -> None:
+    v1 = LLMEngine("t", "m", "Q: {input:question}", backend="fake", api_key="k")  # v1.0.3's order
+    assert v1.prompt_template == "Q: {input:question}"
+    docs = LLMEngine("t", "m", {"production": {"key": "k"}}, backend="fake")  # the docs' order
+    assert docs.prompt_template is None
+    assert BasicModelRunner("m", backend="fake", api_url="http://x").model_name == "m"

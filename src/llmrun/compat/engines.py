@@ -108,7 +108,8 @@ class LLMEngine(TunableFacade):
     """The 2023 ``LLMEngine(id=..., ...)``: call it as ``llm(input, output_type=Answer)``.
 
     ``prompt_template`` is a 2023 template with ``{input:field}`` placeholders
-    filled from the input Type. Besides the data and tuning calls it has 2023's
+    filled from the input Type (given third, as v1.0.3 ordered it, it is told
+    from the docs' ``config`` by its type). Besides the data and tuning calls it has 2023's
     ``improve``, ``sample`` and batch jobs (``submit_inference_job``,
     ``check_job_status``, ``get_job_results``, ``cancel_job``).
     """
@@ -125,6 +126,9 @@ class LLMEngine(TunableFacade):
     ) -> None:
         if not isinstance(id, str) or not id:
             raise InvalidInputError(f"id must be a non-empty string naming this engine, got {id!r}")
+        if isinstance(config, str) and (prompt_template is None or isinstance(prompt_template, Mapping)):
+            # v1.0.3: (id, model_name, prompt_template, api_key, config); the docs: (id, model_name, config)
+            config, prompt_template = prompt_template, config
         self.id = id
         self.prompt_template = None if prompt_template is None else check_2023_template(prompt_template)
         super().__init__(model_name, backend=backend, config=config, **options)

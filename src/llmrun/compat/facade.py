@@ -23,6 +23,8 @@ if TYPE_CHECKING:
 
 #: Temperature used for ``random=True`` when the call gives none (2023: "sample, don't decode greedily").
 RANDOM_TEMPERATURE = 0.7
+#: Credentials 2023 code passed to every engine; dropped for backends that take none (as ``config``).
+CREDENTIAL_OPTIONS = ("api_key", "api_url")
 #: 2023 call keywords that are accepted and change nothing (see docs/guide/compat.md).
 NO_EFFECT_KEYWORDS = ("enable_peft", "streaming")
 
@@ -32,7 +34,8 @@ class Facade(ModelRunner):
 
     ``config`` is the 2023 settings dict (``{"production.key": ...}`` or
     ``{"production": {"key": ..., "url": ...}}``); backends that need no key
-    ignore it. Other keyword options go to the backend, as with :func:`llmrun.load`.
+    ignore it, and ``api_key``/``api_url``. Other keyword options go to the
+    backend, as with :func:`llmrun.load`.
     """
 
     def __init__(
@@ -55,6 +58,10 @@ class Facade(ModelRunner):
                 )
             if config and "config" in accepted_options(get_backend(backend_name)):
                 options["config"] = dict(config)
+        accepted = accepted_options(get_backend(backend_name))
+        for name in CREDENTIAL_OPTIONS:  # 2023 passed a key everywhere; a backend without one ignores it
+            if options.get(name) is None or name not in accepted:
+                options.pop(name, None)
         self.backend = load(model_name, backend_name, **options)
         super().__init__(
             self.backend.model_name, generation=self.backend.generation, template=self.backend.template
