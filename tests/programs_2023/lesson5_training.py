@@ -3,9 +3,14 @@ import json
 import os
 import tempfile
 
+import lamini
 import pandas as pd
 
 from llmrun import BasicModelRunner
+
+# the lesson's own credentials cell (None when the variables are unset: the usual places are read then)
+lamini.api_url = os.getenv("POWERML__PRODUCTION__URL")
+lamini.api_key = os.getenv("POWERML__PRODUCTION__KEY")
 
 rows = [
     {"question": "What is Lamini?", "answer": "A platform to fine-tune language models."},
