@@ -398,3 +398,16 @@ def test_both_2023_constructor_orders_and_keys_a_backend_does_not_need() -> None
     docs = LLMEngine("t", "m", {"production": {"key": "k"}}, backend="fake")  # the docs' order
     assert docs.prompt_template is None
     assert BasicModelRunner("m", backend="fake", api_url="http://x").model_name == "m"
+
+
+def test_v1_job_calls_reach_the_last_training_run(tmp_path: Path) -> None:
+    llm = fake_engine()
+    llm.job_id = "run-1"
+    llm.train_result = TrainResult(model_name="tuned", job_id="run-1")
+    assert llm.check_job_status() == llm.check_job_status("run-1")
+    assert llm.check_job_status("run-1")["status"] == "COMPLETED"
+    with pytest.raises(InvalidInputError, match=r"evaluate\(job_id='other'\)"):
+        llm.evaluate("other")
+    llm.save_data([[Question(question="q"), Answer(answer="a")]])
+    llm.delete_data()
+    assert llm.examples == []

@@ -211,8 +211,17 @@ class LLMEngine(TunableFacade):
             input = _fill_each(self.prompt_template, input)
         return self._jobs.submit(input, output_type, options)
 
-    def check_job_status(self, job_id: str) -> dict[str, Any]:
-        """The job's ``status`` (SCHEDULED, RUNNING, DONE, ERRORED, CANCELED) and ``progress``."""
+    def check_job_status(self, job_id: str | None = None) -> dict[str, Any]:
+        """The job's ``status`` (SCHEDULED, RUNNING, DONE, ERRORED, CANCELED) and ``progress``.
+
+        The last training run's id (``train()["job_id"]``, the default when no
+        inference job was submitted) answers with that run's status dict, as v1.0.3's did.
+        """
+        job_id = job_id if job_id is not None else self._jobs.last or self.job_id
+        if job_id is not None and job_id == self.job_id and self.train_result is not None:
+            return self.train_result.as_2023_dict()
+        if job_id is None:
+            raise InvalidInputError("no job yet: submit_inference_job(...) or train() first")
         return self._jobs.status(job_id)
 
     def get_job_results(self, job_id: str, output_type: Any = None) -> list[Any]:

@@ -55,6 +55,8 @@ class InferenceJobs:
         self._lamini: dict[str, _LaminiJob] = {}
         self._lock = threading.Lock()
         self._executor: ThreadPoolExecutor | None = None
+        #: The id of the last job submitted here.
+        self.last: str | None = None
 
     def submit(self, inputs: Any, output_type: type[Type] | None, options: dict[str, Any]) -> dict[str, str]:
         """Start a job over ``inputs`` (one or a list); returns ``{"job_id", "status"}``."""
@@ -63,7 +65,7 @@ class InferenceJobs:
             output_type = check_output_type(output_type)
         # Check everything a call would check, now rather than in the background.
         request, _ = self._facade._prepare(items, output_type, dict(options))
-        job_id = f"job-{next(_ids)}"
+        job_id = self.last = f"job-{next(_ids)}"
         if self._facade.backend_name == "lamini":
             from llmrun.backends.lamini.wire_types import lamini_output_type
             from llmrun.compat.lamini_client import credentials_from, submit_batch

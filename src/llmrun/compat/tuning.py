@@ -47,6 +47,8 @@ class TunableFacade(Facade):
         self.evaluation: EvalResult | None = None
         #: The last training run's job id (the run directory for a local run).
         self.job_id: str | None = None
+        #: The last training run's result.
+        self.train_result: TrainResult | None = None
 
     @property
     def examples(self) -> list[TrainingExample]:
@@ -129,6 +131,10 @@ class TunableFacade(Facade):
         self._examples = []
         self.context_data = []
 
+    def delete_data(self) -> None:
+        """v1.0.3's name of :meth:`clear_data`."""
+        self.clear_data()
+
     def _add(self, examples: list[TrainingExample], verbose: bool) -> None:
         if not isinstance(verbose, bool):
             raise InvalidInputError(f"verbose={verbose!r} is invalid: it must be True or False")
@@ -171,6 +177,7 @@ class TunableFacade(Facade):
         train_options = TrainOptions.from_kwargs(is_public=is_public, **merged)
         result = self.train_examples(examples, train_options)
         self.job_id = result["job_id"]
+        self.train_result = result
         if verbose:
             print(f"Finetuning process completed, model name is: {result.model_name}")
         return result
@@ -195,12 +202,19 @@ class TunableFacade(Facade):
             )
         return examples
 
-    def evaluate(self) -> EvalResult:
+    def evaluate(self, job_id: str | None = None) -> EvalResult:
         """Evaluate the model on the held-out part of the loaded data; also sets :attr:`evaluation`.
+
+        ``job_id`` (v1.0.3) may only name this facade's last training run.
 
         The result reads as 2023's dict too: ``out["eval_results"][i]["outputs"][0]``
         is the tuned model's answer and ``[1]`` the base model's.
         """
+        if job_id is not None and job_id != self.job_id:
+            raise InvalidInputError(
+                f"evaluate(job_id={job_id!r}): this runner can evaluate its own last training run "
+                f"({self.job_id!r}); load the tuned model by name to evaluate another"
+            )
         result = self.evaluate_examples(list(self._examples))
         self.evaluation = self._with_base_outputs(result)
         return self.evaluation
