@@ -411,3 +411,20 @@ def test_v1_job_calls_reach_the_last_training_run(tmp_path: Path) -> None:
     llm.save_data([[Question(question="q"), Answer(answer="a")]])
     llm.delete_data()
     assert llm.examples == []
+
+
+def test_mid_2023_fit_and_metrics_and_clear_errors_for_what_is_gone() -> None:
+    from llmrun import CompareEqualMetric
+    from llmrun.compat.metrics import MatchResult
+
+    llm = fake_engine()
+    llm.fit([[Question(question="q"), Answer(answer="a")]])
+    assert len(llm.examples) == 1
+    llm.add_metric(CompareEqualMetric("a llama", "a lama"))
+    (result,) = llm.metrics()
+    assert isinstance(result, MatchResult)
+    assert 0.0 <= result.similarity <= 1.0
+    assert CompareEqualMetric(" same", "same ").score(llm) == 1.0
+    with pytest.raises(UnsupportedFeatureError, match=r"LLMEngine.function \(2023\).*plain Python function"):
+        _ = llm.function
+    assert not hasattr(llm, "train_async")

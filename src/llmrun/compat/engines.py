@@ -133,6 +133,7 @@ class LLMEngine(TunableFacade):
         self.prompt_template = None if prompt_template is None else check_2023_template(prompt_template)
         super().__init__(model_name, backend=backend, config=config, **options)
         self.improvements: list[tuple[str, str, list[Any], list[Any]]] = []
+        self._metrics: list[Any] = []
         self._jobs = InferenceJobs(self)
 
     def __repr__(self) -> str:
@@ -146,6 +147,23 @@ class LLMEngine(TunableFacade):
             if extra:
                 options["template"] = self.template + extra.replace("{", "{{").replace("}", "}}")
         return super().generate(prompt, output_type, **options)
+
+    # ----------------------------------------------------------------- mid-2023: fit, metrics
+    def fit(self, examples: Any) -> None:
+        """Mid-2023's name of :meth:`save_data`."""
+        self.save_data(examples)
+
+    def add_metric(self, metric: Any) -> None:
+        """Keep a metric (e.g. :class:`~llmrun.compat.metrics.CompareEqualMetric`) for :meth:`metrics`."""
+        if not hasattr(metric, "input") or not hasattr(metric, "get_metric_type"):
+            raise InvalidInputError(
+                "add_metric takes a metric with .input and .get_metric_type(), e.g. CompareEqualMetric"
+            )
+        self._metrics.append(metric)
+
+    def metrics(self) -> list[Any]:
+        """Each added metric's value: its metric type, as the model judges its input."""
+        return [self.generate(m.input, m.get_metric_type()) for m in self._metrics]
 
     # ----------------------------------------------------------------- improve, sample
     def improve(

@@ -25,8 +25,22 @@ if TYPE_CHECKING:
 RANDOM_TEMPERATURE = 0.7
 #: Credentials 2023 code passed to every engine; dropped for backends that take none (as ``config``).
 CREDENTIAL_OPTIONS = ("api_key", "api_url")
+#: 2023 methods llmrun does not have, and what to use instead.
+UNSUPPORTED_2023: dict[str, str] = {
+    "function": "2023's program graph (@llm.function) is gone; call the engine in a plain Python function",
+    "add_model": "2023's program graph is gone; call the engine directly: llm(input, output_type=...)",
+    "run_all": "2023's program graph is gone; pass a list of inputs: llm([a, b], output_type=...)",
+    "train_async": "train() waits for the run; run it in a thread to do other work meanwhile",
+    "upload_data": "load the pairs with load_data(...) (there is no separate upload step)",
+    "get_jobs": "check_job_status(job_id) for one job; train() returns the training run's result",
+    "cancel_all_jobs": "cancel_job(job_id) for each inference job; a training run stops with Ctrl-C",
+}
 #: 2023 call keywords that are accepted and change nothing (see docs/guide/compat.md).
 NO_EFFECT_KEYWORDS = ("enable_peft", "streaming")
+
+
+class Unsupported2023Error(UnsupportedFeatureError, AttributeError):
+    """A 2023 method llmrun does not have (an AttributeError too, so ``hasattr`` stays False)."""
 
 
 class Facade(ModelRunner):
@@ -81,6 +95,11 @@ class Facade(ModelRunner):
         backend = self.__dict__.get("backend")
         if name.startswith("_") or backend is None:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        if name in UNSUPPORTED_2023:
+            raise Unsupported2023Error(
+                f"{type(self).__name__}.{name} (2023) is not available on the {backend.backend_name!r} "
+                f"backend or any other: {UNSUPPORTED_2023[name]}"
+            )
         try:
             return getattr(backend, name)
         except AttributeError:
