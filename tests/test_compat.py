@@ -428,3 +428,14 @@ def test_mid_2023_fit_and_metrics_and_clear_errors_for_what_is_gone() -> None:
     with pytest.raises(UnsupportedFeatureError, match=r"LLMEngine.function \(2023\).*plain Python function"):
         _ = llm.function
     assert not hasattr(llm, "train_async")
+
+
+def test_runner_arguments_in_2023_positional_order() -> None:
+    from llmrun import AutocompleteRunner, QuestionAnswerModel
+
+    qa = QuestionAnswerModel("m", "qa_task", {"production": {"key": "k"}}, True, backend="fake")
+    assert (qa.task_name, qa.enable_peft) == ("qa_task", True)
+    auto = AutocompleteRunner("m", "auto_task", {}, False, backend="fake")
+    assert auto.task_name == "auto_task"
+    with pytest.raises(InvalidInputError, match="enable_peft='yes'"):
+        BasicModelRunner("m", "t", "yes", backend="fake")  # type: ignore[arg-type]

@@ -32,6 +32,17 @@ class QuestionAnswerModel(BasicModelRunner):
     answer comes typed, as ``{"answer": str}``, as it did on Lamini.
     """
 
+    def __init__(
+        self,
+        model_name: str | None = None,
+        task_name: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        enable_peft: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        # 2023 ordered these (model_name, task_name, config, enable_peft)
+        super().__init__(model_name, task_name, enable_peft, config, **kwargs)
+
     def get_answer(self, question: str, **options: Any) -> str:
         """The answer to one question."""
         out: Answer = self.generate(_question(question), Answer, **options)
@@ -313,6 +324,17 @@ class AutocompleteRunner(BasicModelRunner):
     The split point comes from :mod:`random` (seed it for repeatable data), at
     least one character on each side.
     """
+
+    def __init__(
+        self,
+        model_name: str | None = None,
+        task_name: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        enable_peft: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        # 2023 ordered these (model_name, task_name, config, enable_peft)
+        super().__init__(model_name, task_name, enable_peft, config, **kwargs)
 
     def load_data(self, data: Any, verbose: bool = False, *args: Any, **kwargs: Any) -> None:
         """Add every string field of each Type value (or of each dict) as text to complete."""
