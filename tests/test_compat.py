@@ -439,3 +439,14 @@ def test_runner_arguments_in_2023_positional_order() -> None:
     assert auto.task_name == "auto_task"
     with pytest.raises(InvalidInputError, match="enable_peft='yes'"):
         BasicModelRunner("m", "t", "yes", backend="fake")  # type: ignore[arg-type]
+
+
+def test_a_job_fills_the_prompt_template_once() -> None:
+    llm = fake_engine(prompt_template="Q: {input:question}")
+    job = llm.submit_inference_job([Question(question="a"), Question(question="b")], Answer)
+    for _ in range(100):
+        if llm.check_job_status(job["job_id"])["status"] == "DONE":
+            break
+        time.sleep(0.02)
+    assert len(llm.get_job_results(job["job_id"])) == 2
+    assert fake_of(llm).last_request.prompts[1].startswith("Q: b")  # type: ignore[union-attr]

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from llmrun.errors import BackendError, InvalidInputError, UnsupportedFeatureError
+from llmrun.runner import ModelRunner
 from llmrun.schema import Type, check_output_type
 
 if TYPE_CHECKING:
@@ -95,7 +96,8 @@ class InferenceJobs:
                 if job.cancelled:
                     return
                 chunk = job.items[start : start + CHUNK_SIZE]
-                out = self._facade.generate(chunk, job.output_type, **job.options)
+                # options are translated and 2023 templates filled at submission: the plain llmrun call
+                out = ModelRunner.generate(self._facade, chunk, job.output_type, **job.options)
                 with self._lock:
                     job.results.extend(out)
         except Exception as exc:  # reported through check_job_status / get_job_results
