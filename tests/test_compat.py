@@ -450,3 +450,11 @@ def test_a_job_fills_the_prompt_template_once() -> None:
         time.sleep(0.02)
     assert len(llm.get_job_results(job["job_id"])) == 2
     assert fake_of(llm).last_request.prompts[1].startswith("Q: b")  # type: ignore[union-attr]
+
+
+def test_a_prompt_template_shapes_training_prompts_as_it_shapes_calls() -> None:
+    llm = fake_engine(prompt_template="Q: {input:question}\nA:")
+    llm.save_data([[Question(question="why?"), Answer(answer="because")]])
+    llm(Question(question="why?"), Answer)
+    sent = fake_of(llm).last_request.prompts[0]  # type: ignore[union-attr]
+    assert llm.examples[0].prompt == sent

@@ -148,6 +148,18 @@ class LLMEngine(TunableFacade):
                 options["template"] = self.template + extra.replace("{", "{{").replace("}", "}}")
         return super().generate(prompt, output_type, **options)
 
+    def _as_prompts(self, data: Any) -> Any:
+        """With a ``prompt_template``, pairs train on the same filled prompt that calls send."""
+        if self.prompt_template is None or not isinstance(data, list | tuple):
+            return data
+        template = self.prompt_template
+        return [
+            [fill_2023_template(template, d[0].model_dump()), d[1]]
+            if isinstance(d, list | tuple) and len(d) == 2 and isinstance(d[0], Type)
+            else d
+            for d in data
+        ]
+
     # ----------------------------------------------------------------- mid-2023: fit, metrics
     def fit(self, examples: Any) -> None:
         """Mid-2023's name of :meth:`save_data`."""

@@ -60,7 +60,8 @@ class TunableFacade(Facade):
         self, data: Any, verbose: bool = False, input_key: str = "input", output_key: str = "output"
     ) -> None:
         """Add examples from a list of dicts, or of ``[input Type, output Type]`` pairs."""
-        self._add(data_module.load_examples(data, input_key, output_key, template=self.template), verbose)
+        rows = self._as_prompts(data)
+        self._add(data_module.load_examples(rows, input_key, output_key, template=self.template), verbose)
 
     def load_data_from_jsonlines(
         self,
@@ -108,6 +109,7 @@ class TunableFacade(Facade):
                 "For dicts use load_data([{'input': ..., 'output': ...}])"
             )
         if pairs:
+            pairs = self._as_prompts(pairs)
             self._add(data_module.load_examples(pairs, template=self.template, source="save_data"), False)
         if flat:
             self.context_data.extend(flat)
@@ -134,6 +136,10 @@ class TunableFacade(Facade):
     def delete_data(self) -> None:
         """v1.0.3's name of :meth:`clear_data`."""
         self.clear_data()
+
+    def _as_prompts(self, data: Any) -> Any:
+        """``[input, output]`` pairs with each input as the prompt calls will send (a hook for templates)."""
+        return data
 
     def _add(self, examples: list[TrainingExample], verbose: bool) -> None:
         if not isinstance(verbose, bool):
@@ -185,7 +191,9 @@ class TunableFacade(Facade):
     def _examples_for(self, data: Any, limit: int | None) -> list[TrainingExample]:
         if data is not None:
             examples = data_module.load_examples(
-                data if isinstance(data, list) else [data], template=self.template, source="train(data=...)"
+                self._as_prompts(data if isinstance(data, list) else [data]),
+                template=self.template,
+                source="train(data=...)",
             )
         else:
             examples = list(self._examples)
