@@ -45,6 +45,16 @@ outputs = chat(["Hi", "How are you?"])
 assert outputs[0]["input"] == "Hi"
 
 qa = QuestionAnswerModel()
+qa.load_question_answer(
+    [
+        {"question": "What documents are there?", "answer": "Getting Started, Authentication and more."},
+        {"question": "How do I set it up?", "answer": "Install the python package."},
+        {"question": "Can I use my own data?", "answer": "Yes, as question and answer pairs."},
+    ]
+)
+qa.train()
+qa.evaluate()
+print(qa.evaluation)
 print(qa.get_answer("How do I fine-tune a model?"))
 
 
