@@ -6,9 +6,9 @@ so programs written for Lamini's ``llama`` package run with one import changed.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from pydantic import create_model
 
@@ -17,7 +17,10 @@ from llmrun.compat.jobs import InferenceJobs
 from llmrun.compat.prompts import check_2023_template, fill_2023_template
 from llmrun.compat.tuning import TunableFacade
 from llmrun.errors import InvalidInputError, UnsupportedFeatureError
+from llmrun.runner import Prompt
 from llmrun.schema import Context, Type
+
+T = TypeVar("T", bound=Type)
 
 
 class Text(str):
@@ -139,7 +142,17 @@ class LLMEngine(TunableFacade):
     def __repr__(self) -> str:
         return f"{type(self).__name__}(id={self.id!r}, runner={self.backend!r})"
 
+    @overload
+    def generate(self, prompt: Prompt, output_type: None = None, **options: Any) -> str: ...
+    @overload
+    def generate(self, prompt: Sequence[Prompt], output_type: None = None, **options: Any) -> list[str]: ...
+    @overload
+    def generate(self, prompt: Prompt, output_type: type[T], **options: Any) -> T: ...
+    @overload
+    def generate(self, prompt: Sequence[Prompt], output_type: type[T], **options: Any) -> list[T]: ...
+
     def generate(self, prompt: Any, output_type: Any = None, **options: Any) -> Any:
+        """As :meth:`Facade.generate`, with ``prompt_template`` filled and ``improve()`` feedback added."""
         if self.prompt_template is not None:
             prompt = _fill_each(self.prompt_template, prompt)
         if self.improvements and output_type is not None and "template" not in options:

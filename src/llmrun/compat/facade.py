@@ -10,16 +10,18 @@ itself, so ``generate``, ``stream``, ``agenerate`` and ``run`` work on it too.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from llmrun.config import accepted_options, read_config_file, resolve_backend_and_model
 from llmrun.errors import InvalidInputError, UnsupportedFeatureError
 from llmrun.registry import get_backend, load
-from llmrun.runner import Completion, CompletionRequest, ModelRunner
+from llmrun.runner import Completion, CompletionRequest, ModelRunner, Prompt
 from llmrun.schema import Type
 
 if TYPE_CHECKING:
     from llmrun.training import EvalResult, TrainingExample, TrainOptions, TrainResult
+
+T = TypeVar("T", bound=Type)
 
 #: Temperature used for ``random=True`` when the call gives none (2023: "sample, don't decode greedily").
 RANDOM_TEMPERATURE = 0.7
@@ -135,6 +137,15 @@ class Facade(ModelRunner):
         if model_name not in self._others:
             self._others[model_name] = load(model_name, self.backend_name, **self._load_options)
         return self._others[model_name]
+
+    @overload
+    def generate(self, prompt: Prompt, output_type: None = None, **options: Any) -> str: ...
+    @overload
+    def generate(self, prompt: Sequence[Prompt], output_type: None = None, **options: Any) -> list[str]: ...
+    @overload
+    def generate(self, prompt: Prompt, output_type: type[T], **options: Any) -> T: ...
+    @overload
+    def generate(self, prompt: Sequence[Prompt], output_type: type[T], **options: Any) -> list[T]: ...
 
     def generate(self, prompt: Any, output_type: Any = None, **options: Any) -> Any:
         """llmrun's ``generate``, also taking the 2023 keywords (see :func:`translate_options`)."""
