@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import llmrun
-from llmrun import BasicModelRunner, Context, EvalResult, TrainResult, Type
+from llmrun import BasicModelRunner, Context, EvalResult, LLMEngine, TrainResult, Type
 from llmrun.errors import ConfigurationError, DataError
 
 COLOURS = {
@@ -73,7 +73,9 @@ class Colour(Type):
 
 
 def test_typed_pairs_train_the_schema_format(tiny_gpt_neox_dir: Path, tmp_path: Path) -> None:
-    model = llmrun.load(str(tiny_gpt_neox_dir), device="cpu", runs_dir=str(tmp_path / "runs"), progress=False)
+    model = LLMEngine(
+        model_name=str(tiny_gpt_neox_dir), device="cpu", runs_dir=str(tmp_path / "runs"), progress=False
+    )
     pairs = [(Fact(thing=t), Colour(colour=c)) for c, things in COLOURS.items() for t in things]
     model.load_data(pairs)
     model.train(**FAST)
@@ -82,7 +84,7 @@ def test_typed_pairs_train_the_schema_format(tiny_gpt_neox_dir: Path, tmp_path: 
 
 
 def test_bad_training_options_and_data_fail_before_training(tiny_gpt_neox_dir: Path, tmp_path: Path) -> None:
-    model = llmrun.load(str(tiny_gpt_neox_dir), device="cpu", runs_dir=str(tmp_path / "runs"))
+    model = BasicModelRunner(str(tiny_gpt_neox_dir), device="cpu", runs_dir=str(tmp_path / "runs"))
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "q", "answer": "a"}\n{"question": "q2"}\n')
     with pytest.raises(DataError, match=r"bad\.jsonl, line 2"):

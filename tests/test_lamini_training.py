@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("lamini", reason="the lamini backend needs the optional lamini client")
 
 import llmrun
-from llmrun import Context, Type
+from llmrun import BasicModelRunner, Context, Type
 from llmrun.backends.lamini import LaminiRunner
 from llmrun.backends.lamini.tuning import TuningJobError, finetune_args
 from llmrun.errors import (
@@ -60,16 +60,17 @@ def qa_file(tmp_path: Path) -> Path:
     return path
 
 
-def make_runner(server: FakeLaminiServer, model: str = "base-model", **options: Any) -> LaminiRunner:
+def make_runner(server: FakeLaminiServer, model: str = "base-model", **options: Any) -> BasicModelRunner:
+    """The 2023 facade (which holds the training data) over a LaminiRunner."""
     options.setdefault("poll_interval", 0.01)
     options.setdefault("backoff_base", 0.001)
     options.setdefault("api_key", KEY)
-    runner = llmrun.load(model, backend="lamini", api_url=server.url, **options)
-    assert isinstance(runner, LaminiRunner)
+    runner = BasicModelRunner(model, backend="lamini", api_url=server.url, **options)
+    assert isinstance(runner.backend, LaminiRunner)
     return runner
 
 
-def loaded_runner(server: FakeLaminiServer, qa_file: Path, **options: Any) -> LaminiRunner:
+def loaded_runner(server: FakeLaminiServer, qa_file: Path, **options: Any) -> BasicModelRunner:
     runner = make_runner(server, **options)
     runner.load_data_from_jsonlines(qa_file, input_key="question", output_key="answer")
     return runner
@@ -596,7 +597,7 @@ def _local_can_train() -> bool:
 
 def user_fine_tuning(data: Path) -> tuple[Any, Any, Any]:
     """User code: nothing in it names a backend."""
-    model = llmrun.load()
+    model = BasicModelRunner()
     model.load_data_from_jsonlines(data, input_key="question", output_key="answer")
     result = model.train(max_steps=4)
     report = model.evaluate()

@@ -160,9 +160,12 @@ def test_optional_abilities_raise_typed_errors_naming_the_class() -> None:
     assert runner(["ab", "cd"]) == ["AB", "CD"]
     with pytest.raises(UnsupportedFeatureError, match=r"MinimalRunner.*cannot stream"):
         list(runner.stream("x"))
-    runner.load_data([{"input": "q", "output": "a"}])
+    from llmrun.data import load_examples
+    from llmrun.training import TrainOptions
+
     with pytest.raises(UnsupportedFeatureError, match=r"MinimalRunner.*cannot fine-tune"):
-        runner.train()
+        runner.train_examples(load_examples([{"input": "q", "output": "a"}]), TrainOptions())
+    assert not hasattr(runner, "load_data")  # the 2023 data buffer lives in the facades
 
 
 def test_backend_returning_wrong_count_is_caught() -> None:
@@ -180,8 +183,10 @@ def test_model_name_must_be_a_string() -> None:
 
 
 def test_train_without_data_says_how_to_load_it() -> None:
+    from llmrun import BasicModelRunner
+
     with pytest.raises(InvalidInputError, match="load_data"):
-        FakeRunner().train()
+        BasicModelRunner("m", backend="fake").train()
 
 
 def test_load_fake_backend_by_name() -> None:

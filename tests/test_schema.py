@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import enum
+import json
 from typing import Literal
 
 import pytest
 
 from llmrun import Context, Type
 from llmrun.errors import OutputValidationError, SchemaError
-from llmrun.schema import check_output_type, check_template, parse_output, render_prompt
+from llmrun.schema import check_output_type, check_template, output_json_schema, parse_output, render_prompt
 
 
 class Color(enum.Enum):
@@ -44,15 +45,15 @@ def test_missing_description_names_class_field_and_fix() -> None:
             answer: str
 
 
-@pytest.mark.parametrize("annotation", [dict, set, list[list[int]], bytes, int | str])
+@pytest.mark.parametrize("annotation", [set, list[list[int]], bytes, int | str, dict[int, str], list[list]])
 def test_unsupported_field_types_are_rejected(annotation: object) -> None:
     with pytest.raises(SchemaError, match=r"Bad\.x has the unsupported type"):
         type("Bad", (Type,), {"__annotations__": {"x": annotation}, "x": Context("x")})
 
 
-def test_context_rejects_empty_description_and_unknown_constraints() -> None:
-    with pytest.raises(SchemaError, match="non-empty description"):
-        Context("")
+def test_context_rejects_a_non_string_description_and_unknown_constraints() -> None:
+    with pytest.raises(SchemaError, match="description string"):
+        Context(3)
     with pytest.raises(SchemaError, match="unknown constraint"):
         Context("x", minimum=3)
 
@@ -108,3 +109,45 @@ def test_parse_output_valid_and_invalid() -> None:
     with pytest.raises(OutputValidationError, match="confidence") as info:
         parse_output('{"answer": "Everest", "confidence": 7}', Answer)
     assert info.value.raw_text == '{"answer": "Everest", "confidence": 7}'
+
+
+# ----------------------------------------------------------------------------- as 2023 allowed
+
+
+class AdAspects(Type):
+    """The error_handling page's example, as 2023 wrote it."""
+
+    tone: str = Context("tone of the marketing copy")
+    product_features: list = Context("product features to promote")
+    extras: dict = Context("")
+    counts: dict[str, int] = Context("how often each feature is named")
+
+
+def test_dict_and_bare_list_fields_and_empty_context_as_2023_allowed() -> None:
+    value = AdAspects(tone="fun", product_features=["fast", 2], extras={"a": [1]}, counts={"fast": 1})
+    schema = output_json_schema(AdAspects)["properties"]
+    assert schema["product_features"] == {
+        "description": "product features to promote",
+        "items": {},
+        "title": "Product Features",
+        "type": "array",
+    }
+    assert schema["extras"]["type"] == "object"
+    assert schema["extras"]["additionalProperties"] is True
+    assert schema["counts"]["additionalProperties"] == {"type": "integer"}
+    prompt = render_prompt(value, AdAspects)
+    assert '\nextras: {"a": [1]}\n' in prompt  # an empty description leaves the bare name
+    assert "- extras (JSON object)\n" in prompt
+    with pytest.raises(ValueError, match="valid integer"):
+        AdAspects(tone="x", product_features=[], extras={}, counts={"a": "many"})
+
+
+def test_pydantic_v1_names_and_assignment() -> None:
+    value = AdAspects(tone="fun", product_features=[], extras={}, counts={})
+    value.tone = "calm"
+    assert value.dict() == {"tone": "calm", "product_features": [], "extras": {}, "counts": {}}
+    assert AdAspects.parse_obj(json.loads(value.json())) == value
+    assert value["tone"] == "calm"
+    assert AdAspects.schema()["title"] == "AdAspects"
+    with pytest.raises(KeyError, match="no field 'nope'"):
+        value["nope"]

@@ -1,7 +1,8 @@
 """llmrun: run large language models behind one typed interface.
 
 ``import llmrun`` is light: backends (torch, transformers, lamini) load only
-when a runner of theirs is built.
+when a runner of theirs is built. Every name of Lamini's 2023 ``llama``
+package is here too (see :mod:`llmrun.compat`), loaded on first use.
 """
 
 from __future__ import annotations
@@ -14,24 +15,65 @@ from llmrun.generation import GenerationConfig
 from llmrun.schema import Context, Type
 
 if TYPE_CHECKING:
-    from llmrun.engines import BasicModelRunner, LLMEngine
     from llmrun.fallback import FallbackRunner
+    from llmrun.compat import (
+        LLM,
+        AutocompleteRunner,
+        BasicModelRunner,
+        BinaryLaminiClassifier,
+        CompareEqualMetric,
+        DefaultChunker,
+        DirectoryLoader,
+        DocsToQA,
+        InputOutputRunner,
+        Lamini,
+        LaminiClassifier,
+        LaminiIndex,
+        LlamaV2Runner,
+        LLMEngine,
+        MistralRunner,
+        QueryEngine,
+        QuestionAnswerModel,
+        RetrievalAugmentedRunner,
+        error,
+        finetune_qa,
+        run_model,
+        run_prompt_engineer_answers,
+        run_prompt_engineer_questions,
+        setup_config,
+    )
     from llmrun.registry import available_backends, load, register_backend
     from llmrun.runner import Capabilities, Completion, CompletionRequest, ModelRunner, RunResult, Usage
     from llmrun.training import EvalResult, TrainOptions, TrainResult
 
 __all__ = [
+    "LLM",
+    "AutocompleteRunner",
     "BasicModelRunner",
+    "BinaryLaminiClassifier",
     "Capabilities",
+    "CompareEqualMetric",
     "Completion",
     "CompletionRequest",
     "Context",
+    "DefaultChunker",
+    "DirectoryLoader",
+    "DocsToQA",
     "EvalResult",
     "FallbackRunner",
     "GenerationConfig",
+    "InputOutputRunner",
     "LLMEngine",
     "LLMRunError",
+    "Lamini",
+    "LaminiClassifier",
+    "LaminiIndex",
+    "LlamaV2Runner",
+    "MistralRunner",
     "ModelRunner",
+    "QueryEngine",
+    "QuestionAnswerModel",
+    "RetrievalAugmentedRunner",
     "RunResult",
     "TrainOptions",
     "TrainResult",
@@ -39,13 +81,17 @@ __all__ = [
     "Usage",
     "__version__",
     "available_backends",
+    "error",
+    "finetune_qa",
     "load",
     "register_backend",
+    "run_model",
+    "run_prompt_engineer_answers",
+    "run_prompt_engineer_questions",
+    "setup_config",
 ]
 
 _LAZY = {
-    "BasicModelRunner": "llmrun.engines",
-    "LLMEngine": "llmrun.engines",
     "FallbackRunner": "llmrun.fallback",
     "load": "llmrun.registry",
     "available_backends": "llmrun.registry",
@@ -63,9 +109,12 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'llmrun' has no attribute {name!r}")
     import importlib
 
+    module = _LAZY.get(name)
+    if module is None:
+        compat = importlib.import_module("llmrun.compat")
+        if name != "error" and name not in compat.EXPORTS:
+            raise AttributeError(f"module 'llmrun' has no attribute {name!r}")
+        return getattr(compat, name)
     return getattr(importlib.import_module(module), name)

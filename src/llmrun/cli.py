@@ -148,12 +148,12 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _train_or_eval(args: argparse.Namespace) -> int:
-    from llmrun.registry import load
+    from llmrun.compat.engines import BasicModelRunner
 
     options: dict[str, Any] = {"device": args.device} if args.device else {}
     if getattr(args, "runs_dir", None):
         options["runs_dir"] = args.runs_dir
-    runner = load(args.model, args.backend, **options)
+    runner = BasicModelRunner(args.model, backend=args.backend, **options)
     suffix = args.data.suffix.lower()
     if suffix in (".jsonl", ".json", ".ndjson"):
         runner.load_data_from_jsonlines(args.data, input_key=args.input_key, output_key=args.output_key)

@@ -8,7 +8,9 @@ its text (JSON text for typed calls), why it stopped and its token counts.
 Streaming (:meth:`ModelRunner.stream_completion`) takes the same request.
 What a backend can do is data (:class:`Capabilities`). Everything else —
 prompt rendering, argument checks, single vs batch, typed validation, result
-objects, async — lives here, once.
+objects, async — lives here, once. Fine-tuning takes a list of examples
+(``train_examples``/``evaluate_examples``); the 2023 data buffer
+(``load_data``, ``train()``...) lives in the facades of :mod:`llmrun.compat`.
 """
 
 from __future__ import annotations
@@ -44,8 +46,6 @@ from llmrun.schema import (
 from llmrun.streaming import aiterate, typed_stream
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from llmrun.training import EvalResult, TrainingExample, TrainOptions, TrainResult
 
 T = TypeVar("T", bound=Type)
@@ -238,7 +238,6 @@ class ModelRunner(ABC):
         self.model_name = model_name
         self.generation = generation or GenerationConfig()
         self.template = check_template(template)
-        self._examples: list[TrainingExample] = []
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model_name={self.model_name!r}, backend={self.backend_name!r})"
@@ -436,62 +435,6 @@ class ModelRunner(ABC):
         items: Sequence[Any] = [prompt] if single else _as_prompt_list(prompt)
         prompts = tuple(_render_one(i, item, output_type, template) for i, item in enumerate(items))
         return CompletionRequest(prompts=prompts, config=config, output=output), single
-
-    # ----------------------------------------------------------------- fine-tuning
-    def load_data(self, data: Any, input_key: str = "input", output_key: str = "output") -> None:
-        """Add training examples from a list of dicts or of (input Type, output Type) pairs."""
-        from llmrun import data as data_module
-
-        self._examples += data_module.load_examples(
-            data, input_key=input_key, output_key=output_key, template=self.template
-        )
-
-    def load_data_from_jsonlines(
-        self, path: str | Path, input_key: str = "input", output_key: str = "output"
-    ) -> None:
-        """Add training examples from a JSON-lines file, one object per line."""
-        from llmrun import data as data_module
-
-        self._examples += data_module.load_jsonlines(
-            path, input_key=input_key, output_key=output_key, template=self.template
-        )
-
-    def load_data_from_csv(
-        self, path: str | Path, input_key: str = "input", output_key: str = "output"
-    ) -> None:
-        """Add training examples from a CSV file with a header row."""
-        from llmrun import data as data_module
-
-        self._examples += data_module.load_csv(
-            path, input_key=input_key, output_key=output_key, template=self.template
-        )
-
-    def load_data_from_dataframe(self, df: Any, input_key: str = "input", output_key: str = "output") -> None:
-        """Add training examples from a pandas DataFrame."""
-        from llmrun import data as data_module
-
-        self._examples += data_module.load_dataframe(
-            df, input_key=input_key, output_key=output_key, template=self.template
-        )
-
-    def clear_data(self) -> None:
-        """Forget the loaded training examples."""
-        self._examples = []
-
-    def train(self, **options: Any) -> TrainResult:
-        """Fine-tune on the loaded data; afterwards calls use the tuned model."""
-        from llmrun.training import TrainOptions
-
-        if not self._examples:
-            raise InvalidInputError(
-                "no training data loaded; call load_data(...), load_data_from_jsonlines(...), "
-                "load_data_from_csv(...) or load_data_from_dataframe(...) first"
-            )
-        return self.train_examples(list(self._examples), TrainOptions.from_kwargs(**options))
-
-    def evaluate(self) -> EvalResult:
-        """Evaluate the model on the held-out part of the loaded data."""
-        return self.evaluate_examples(list(self._examples))
 
 
 def _as_prompt_list(prompt: object) -> Sequence[Any]:

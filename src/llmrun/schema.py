@@ -13,6 +13,7 @@ always becomes the same prompt, whatever runs it.
 
 from __future__ import annotations
 
+import builtins
 import enum
 import functools
 import json
@@ -51,16 +52,21 @@ _CONSTRAINTS = frozenset(
 DEFAULT_TEMPLATE = "{input}{output}"
 
 
-def Context(description: str, **constraints: Any) -> Any:  # noqa: N802 - the 2023 name
+def Context(description: str = "", **constraints: Any) -> Any:  # noqa: N802 - the 2023 name
     """Describe a field of a :class:`Type`, with optional pydantic constraints.
 
     ``constraints`` may be ``ge``, ``gt``, ``le``, ``lt``, ``multiple_of``,
     ``min_length``, ``max_length``, ``pattern``, ``default`` and ``examples``.
+
+    An empty description (``Context("")``, as 2023 code often wrote) is allowed;
+    it costs the model its only hint: the prompt then shows the bare field name
+    (``answer: ...``) and the output description says nothing about what the
+    field should hold, so say what it holds whenever you can.
     """
-    if not isinstance(description, str) or not description.strip():
+    if not isinstance(description, str):
         raise SchemaError(
-            "Context() needs a non-empty description string that says what the field holds, "
-            'e.g. Context("a short factual answer")'
+            f"Context() takes a description string that says what the field holds, got "
+            f'{type(description).__name__}; e.g. Context("a short factual answer")'
         )
     unknown = sorted(set(constraints) - _CONSTRAINTS)
     if unknown:
@@ -75,16 +81,45 @@ class Type(BaseModel):
     """Base class of typed inputs and outputs. Every field needs a ``Context``.
 
     Field types: ``str``, ``int``, ``float``, ``bool``, ``Literal``, ``Enum``,
-    ``Optional`` of those, ``list`` of those, and nested ``Type`` subclasses.
+    ``Optional`` of those, ``list`` of those, nested ``Type`` subclasses, and as
+    2023 allowed a bare ``list`` (items of any JSON type) and ``dict`` (a JSON
+    object with free keys; ``dict[str, X]`` for typed values).
+
+    The pydantic-v1 names 2023 code calls keep working: ``.dict()``, ``.json()``,
+    ``parse_obj()``, ``schema()``, and ``value["field"]``; fields can be assigned.
     """
 
     model_config = ConfigDict(extra="forbid")
+
+    def dict(self, **kwargs: Any) -> builtins.dict[str, Any]:
+        """The fields as a dict (pydantic v1's name for ``model_dump``)."""
+        return self.model_dump(**kwargs)
+
+    def json(self, **kwargs: Any) -> str:
+        """The fields as JSON text (pydantic v1's name for ``model_dump_json``)."""
+        return self.model_dump_json(**kwargs)
+
+    @classmethod
+    def parse_obj(cls: type[T], obj: Any) -> T:
+        """Validate ``obj`` into this Type (pydantic v1's name for ``model_validate``)."""
+        return cls.model_validate(obj)
+
+    @classmethod
+    def schema(cls, **kwargs: Any) -> builtins.dict[str, Any]:  # type: ignore[override]
+        """The JSON Schema (pydantic v1's name for ``model_json_schema``)."""
+        return cls.model_json_schema(**kwargs)
+
+    def __getitem__(self, name: str) -> Any:
+        """``value["field"]``, as 2023's ``Type`` allowed."""
+        if not isinstance(name, str) or name not in type(self).model_fields:
+            raise KeyError(f"{type(self).__name__} has no field {name!r}")
+        return getattr(self, name)
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
         for name, info in cls.model_fields.items():
-            if not info.description:
+            if info.description is None:
                 raise SchemaError(
                     f"{cls.__name__}.{name} has no description; every field of a Type needs one: "
                     f'declare it as `{name}: {_type_name(info.annotation)} = Context("what {name} holds")`'
@@ -94,7 +129,7 @@ class Type(BaseModel):
                 raise SchemaError(
                     f"{cls.__name__}.{name} has the unsupported type {_type_name(info.annotation)} "
                     f"({problem}); use str, int, float, bool, Literal, Enum, Optional, list of those, "
-                    "or a nested Type"
+                    "a nested Type, dict or dict[str, X]"
                 )
 
 
@@ -107,8 +142,14 @@ def _unsupported(annotation: Any, in_list: bool = False) -> str | None:
         return f"enum members {bad} are not str or int" if bad else None
     if isinstance(annotation, type) and issubclass(annotation, Type):
         return None
+    if annotation is dict or (annotation is list and not in_list):
+        return None  # 2023's bare containers: a free-key JSON object, a list of any JSON values
     origin = get_origin(annotation)
     args = get_args(annotation)
+    if origin is dict:
+        if len(args) != 2 or args[0] is not str:
+            return "a dict needs str keys, e.g. dict[str, int]"
+        return _unsupported(args[1], in_list=True)
     if origin is Literal:
         bad = [a for a in args if not isinstance(a, str | int | bool)]
         return f"Literal values {bad} are not str, int or bool" if bad else None
@@ -172,7 +213,8 @@ def render_input(value: str | Type) -> str:
         return value
     lines = []
     for name, info in type(value).model_fields.items():
-        lines.append(f"{name} ({info.description}): {_render_value(getattr(value, name))}")
+        described = f"{name} ({info.description})" if info.description else name
+        lines.append(f"{described}: {_render_value(getattr(value, name))}")
     return "\n".join(lines)
 
 
@@ -183,6 +225,8 @@ def _render_value(value: Any) -> str:
         return str(value.value)
     if isinstance(value, list):
         return json.dumps([json.loads(v.model_dump_json()) if isinstance(v, BaseModel) else v for v in value])
+    if isinstance(value, dict):
+        return json.dumps(value, default=str)
     return str(value)
 
 
@@ -200,7 +244,8 @@ def _describe_fields(cls: type[Type], indent: str) -> list[str]:
         kind, nested = _describe_annotation(info.annotation)
         bounds = [label for m in info.metadata if (label := _bound_label(m))]
         extra = f", {', '.join(bounds)}" if bounds else ""
-        lines.append(f"{indent}- {name} ({kind}{extra}): {info.description}")
+        described = f": {info.description}" if info.description else ""
+        lines.append(f"{indent}- {name} ({kind}{extra}){described}")
         if nested is not None:
             lines += _describe_fields(nested, indent + "  ")
     return lines
@@ -233,7 +278,14 @@ def _describe_annotation(annotation: Any) -> tuple[str, type[Type] | None]:
         return "one of " + ", ".join(json.dumps(m.value) for m in annotation), None
     if isinstance(annotation, type) and issubclass(annotation, Type):
         return f"object {annotation.__name__}", annotation
+    if annotation is dict:
+        return "JSON object", None
+    if annotation is list:
+        return "list", None
     origin, args = get_origin(annotation), get_args(annotation)
+    if origin is dict:
+        kind, _ = _describe_annotation(args[1])
+        return f"JSON object of {kind} values", None
     if origin is Literal:
         return "one of " + ", ".join(json.dumps(a) for a in args), None
     if origin is list:

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -66,6 +66,9 @@ class TrainOptions:
     checkpoint of the run directory. Backends ignore
     settings that have no meaning for them (a remote service has no run dir).
 
+    ``is_public`` is Lamini's "share the tuned model with everyone" (sent to
+    Lamini when set; a local run has nothing to share and ignores it).
+
     ``lora=True`` is a shorthand for ``method="lora"`` (``lora=False`` for
     ``"full"``). :meth:`from_kwargs` builds options from user keywords and
     names the known ones when a keyword is unknown.
@@ -96,6 +99,7 @@ class TrainOptions:
     eval_max_examples: int = 100
     eval_max_new_tokens: int | None = None
     num_samples: int = 3
+    is_public: bool | None = None
     lora: InitVar[bool | None] = None
 
     def __post_init__(self, lora: bool | None) -> None:
@@ -196,6 +200,8 @@ def _check_options(o: TrainOptions) -> None:
     for name in ("bf16", "gradient_checkpointing", "resume"):
         if not isinstance(getattr(o, name), bool):
             raise bad(name, getattr(o, name), "it must be True or False")
+    if o.is_public is not None and not isinstance(o.is_public, bool):
+        raise bad("is_public", o.is_public, "it must be True, False or None")
     positive_int("lora_r", o.lora_r)
     positive_int("lora_alpha", o.lora_alpha)
     number("lora_dropout", o.lora_dropout, 0.0, 1.0)
@@ -233,15 +239,50 @@ def split_examples(
 
 @dataclass(frozen=True)
 class EvalSample:
-    """One evaluated pair: the prompt, the expected completion and the model's answer."""
+    """One evaluated pair: the prompt, the expected completion and the model's answer.
+
+    ``base_output`` is the base (untuned) model's answer where it was computed
+    (Lamini's eval rows carry it; the 2023 facades compute it locally).
+    """
 
     prompt: str
     expected: str
     got: str
+    base_output: str | None = None
+
+
+class _DictView:
+    """2023 dict access (``result["model_name"]``) over a result's :meth:`as_2023_dict`."""
+
+    def as_2023_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __getitem__(self, key: str) -> Any:
+        view = self.as_2023_dict()
+        if key not in view:
+            raise KeyError(
+                f"{type(self).__name__} has no key {key!r}; the keys 2023 code can read are "
+                f"{', '.join(sorted(view))} (or use the attributes)"
+            )
+        return view[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.as_2023_dict()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``result.get(key, default)``, as on the 2023 dict."""
+        return self.as_2023_dict().get(key, default)
+
+    def keys(self) -> list[str]:
+        """The keys of the 2023 dict."""
+        return list(self.as_2023_dict())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.as_2023_dict())
 
 
 @dataclass(frozen=True)
-class EvalResult:
+class EvalResult(_DictView):
     """What ``evaluate()`` measured. Figures a backend cannot compute are None.
 
     ``loss`` is the mean cross-entropy per completion token on the held-out
@@ -249,6 +290,11 @@ class EvalResult:
     (0..1) of held-out pairs answered exactly under greedy decoding (compared
     after stripping whitespace; JSON completions are compared as JSON).
     ``extra`` holds backend-specific figures.
+
+    It also reads as the 2023 eval dict: ``result["job_id"]`` and
+    ``result["eval_results"][i]`` with ``"input"`` and ``"outputs"``, whose
+    ``[0]`` is the tuned model's ``{"model_name", "output"}`` and ``[1]`` the base
+    model's (when its answer is known).
     """
 
     loss: float | None
@@ -269,6 +315,20 @@ class EvalResult:
             "extra": dict(self.extra),
         }
 
+    def as_2023_dict(self) -> dict[str, Any]:
+        """The result in the shape of Lamini's 2023 ``evaluate()`` dict (see the class docstring)."""
+        rows = self.extra.get("eval_results")
+        if not isinstance(rows, list):
+            tuned = self.extra.get("model_name")
+            base = self.extra.get("base_model")
+            rows = []
+            for s in self.samples:
+                outputs = [{"model_name": tuned, "output": s.got}]
+                if s.base_output is not None:
+                    outputs.append({"model_name": base, "output": s.base_output})
+                rows.append({"input": s.prompt, "expected": s.expected, "outputs": outputs})
+        return {"job_id": self.extra.get("job_id"), "eval_results": rows, **self.to_dict()}
+
     def __str__(self) -> str:
         def fmt(v: float | None) -> str:
             return "n/a" if v is None else f"{v:.4g}"
@@ -286,7 +346,7 @@ TrainStatus = Literal["completed", "failed", "cancelled"]
 
 
 @dataclass(frozen=True)
-class TrainResult:
+class TrainResult(_DictView):
     """The outcome of ``train()`` on any backend.
 
     ``model_name`` is what to load or call afterwards: the tuned model's folder
@@ -296,6 +356,10 @@ class TrainResult:
     run (``train_loss_first``/``_last``/``_min``, ``eval_loss_initial``,
     ``eval_loss``, ``steps``, ``tokens_per_second``...); ``loss_history`` holds
     ``(step, train_loss)`` points and ``eval`` the final evaluation when one ran.
+
+    It also reads as the 2023 status dict: ``result["model_name"]``,
+    ``result["job_id"]`` (the run directory's path for a local run, which has no
+    remote job) and ``result["status"]`` (``"COMPLETED"``, ``"FAILED"``, ``"CANCELLED"``).
     """
 
     model_name: str
@@ -317,6 +381,14 @@ class TrainResult:
             "loss_history": [list(p) for p in self.loss_history],
             "eval": None if self.eval is None else self.eval.to_dict(),
         }
+
+    def as_2023_dict(self) -> dict[str, Any]:
+        """The result in the shape of Lamini's 2023 job status dict (see the class docstring)."""
+        data = self.to_dict()
+        if self.job_id is None and self.run_dir is not None:
+            data["job_id"] = str(self.run_dir)
+        data["status"] = self.status.upper()
+        return data
 
 
 def completions_match(expected: str, got: str) -> bool:

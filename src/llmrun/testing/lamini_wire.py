@@ -39,6 +39,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmrun.testing.lamini_extras import FakeExtras
+
 #: The field type names Lamini's ``output_type`` accepts.
 LAMINI_TYPE_NAMES: tuple[str, ...] = ("str", "int", "float", "bool")
 #: Job statuses after which a job no longer changes.
@@ -312,6 +314,8 @@ class FakeLaminiAPI:
         self._blocks: dict[str, dict[str, bytes]] = {}
         self._next_job = 1
         self._next_dataset = 1
+        #: Batch completions and embeddings (:mod:`llmrun.testing.lamini_extras`).
+        self.extras = FakeExtras()
         #: Guards the state above; hold it to read or change it from another thread.
         self.lock = threading.RLock()
 
@@ -324,6 +328,7 @@ class FakeLaminiAPI:
             self.pending_blobs.clear()
             self._blocks.clear()
             self._next_job = self._next_dataset = 1
+            self.extras.reset()
             self.upload_mode = "local"
             self.failure_message = DEFAULT_FAILURE_MESSAGE
 
@@ -345,6 +350,10 @@ class FakeLaminiAPI:
         if handler is not None:
             with self.lock:
                 return handler(body)
+        with self.lock:
+            handled, reply = self.extras.handle(method, path, body, self._completions)
+        if handled:
+            return reply
         m = _JOB_PATH.match(path)
         if m is not None:
             job_id, action = int(m.group(1)), m.group(2) or ""

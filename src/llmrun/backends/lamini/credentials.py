@@ -6,10 +6,14 @@ Precedence, first found wins:
 2. the 2023 ``config`` dict: ``{"production.key": ..., "production.url": ...}``
    or ``{"production": {"key": ..., "url": ...}}``;
 3. ``LAMINI_API_KEY`` / ``LAMINI_API_URL`` environment variables;
-4. ``lamini.api_key`` / ``lamini.api_url`` set on the ``lamini`` module;
-5. ``~/.lamini/configure.yaml`` (``production: {key: ..., url: ...}``), read by
-   the ``lamini`` client itself, which also supplies the default URL
-   ``https://api.lamini.ai``.
+4. ``POWERML__PRODUCTION__KEY`` / ``POWERML__PRODUCTION__URL``, the 2023
+   ``llama`` package's environment variables;
+5. ``lamini.api_key`` / ``lamini.api_url`` set on the ``lamini`` module;
+6. ``~/.lamini/configure.yaml`` (``production: {key: ..., url: ...}``), read by
+   the ``lamini`` client itself;
+7. ``~/.powerml/configure_llama.yaml`` (same layout), the 2023 config file.
+
+The URL defaults to the ``lamini`` client's ``https://api.lamini.ai``.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ __all__ = ["Credentials", "Secret", "resolve_credentials"]
 
 MISSING_KEY_HELP = (
     "no Lamini API key found. Pass api_key=..., set the LAMINI_API_KEY environment variable, "
-    'pass config={"production.key": ...}, or add "production: {key: ...}" to ~/.lamini/configure.yaml. '
+    'pass config={"production.key": ...}, or add "production: {key: ...}" to ~/.lamini/configure.yaml '
+    "(2023's POWERML__PRODUCTION__KEY and ~/.powerml/configure_llama.yaml are read too). "
     "Your key is at https://app.lamini.ai/account"
 )
 
@@ -46,12 +51,25 @@ def resolve_credentials(
 ) -> Credentials:
     """Resolve key and URL (see the module docstring); a missing key raises before any network call."""
     cfg_key, cfg_url = _from_2023_config(config)
-    key = _first(api_key, cfg_key, os.environ.get("LAMINI_API_KEY"), _module_setting("api_key"))
-    url = _first(api_url, cfg_url, os.environ.get("LAMINI_API_URL"), _module_setting("api_url"))
+    key = _first(
+        api_key,
+        cfg_key,
+        os.environ.get("LAMINI_API_KEY"),
+        os.environ.get("POWERML__PRODUCTION__KEY"),
+        _module_setting("api_key"),
+    )
+    url = _first(
+        api_url,
+        cfg_url,
+        os.environ.get("LAMINI_API_URL"),
+        os.environ.get("POWERML__PRODUCTION__URL"),
+        _module_setting("api_url"),
+    )
     if key is None or url is None:
-        file_key, file_url = _from_lamini_files()
-        key = key if key is not None else file_key
-        url = url if url is not None else file_url
+        file_key, default_url = _from_lamini_files()
+        powerml_key, powerml_url = _from_powerml_file() if file_key is None else (None, None)
+        key = _first(key, file_key, powerml_key)
+        url = _first(url, powerml_url, default_url)
     if key is None:
         raise ConfigurationError(MISSING_KEY_HELP)
     if not isinstance(key, str) or not key.strip():
@@ -96,6 +114,31 @@ def _from_lamini_files() -> tuple[str | None, str]:
         raise ConfigurationError(f"~/.lamini/configure.yaml cannot be read: {type(exc).__name__}") from None
     key = get_configured_key(cfg)
     return (str(key) if key else None), str(get_configured_url(cfg))
+
+
+#: The 2023 ``llama`` package's config file (``production: {key: ..., url: ...}``).
+POWERML_CONFIG_FILE = "~/.powerml/configure_llama.yaml"
+
+
+def _from_powerml_file() -> tuple[str | None, str | None]:
+    """Key and URL from ``~/.powerml/configure_llama.yaml``, where 2023's ``llama`` kept them."""
+    path = os.path.expanduser(POWERML_CONFIG_FILE)
+    if not os.path.isfile(path):
+        return None, None
+    import yaml  # type: ignore[import-untyped]
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigurationError(f"{POWERML_CONFIG_FILE} cannot be read: {type(exc).__name__}") from None
+    production = data.get("production") if isinstance(data, dict) else None
+    if production is None:
+        return None, None
+    if not isinstance(production, dict):
+        raise ConfigurationError(f"{POWERML_CONFIG_FILE}: 'production' must hold 'key' (and 'url')")
+    key, url = production.get("key"), production.get("url")
+    return (str(key) if key else None), (str(url) if url else None)
 
 
 def _check_url(url: Any) -> str:

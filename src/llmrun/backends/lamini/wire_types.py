@@ -9,7 +9,7 @@ The mapping:
 * a nested ``Type`` is flattened into dotted names, ``{"address.city": "str"}``,
   and the reply is folded back into ``{"address": {"city": ...}}``. Field names
   cannot contain dots, so this round-trips exactly;
-* ``list``, ``Literal`` and ``Enum`` fields cannot be expressed, so a typed call
+* ``list``, ``dict``, ``Literal`` and ``Enum`` fields cannot be expressed, so a typed call
   with them fails *before* any request with :class:`UnsupportedFeatureError`,
   naming the field and what to change (the local backend supports them all).
 
@@ -66,8 +66,10 @@ def _strip_optional(annotation: Any) -> Any:
 
 def _kind(annotation: Any) -> str:
     origin = get_origin(annotation)
-    if origin is list:
+    if origin is list or annotation is list:
         return "a list"
+    if origin is dict or annotation is dict:
+        return "a dict"
     if origin is Literal:
         return "a Literal"
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
