@@ -135,7 +135,7 @@ def test_stream_needs_a_runner_that_streams() -> None:
 
     runner = FallbackRunner([Mute(lambda p, r: "x")])
     assert runner.capabilities.streams is False
-    with pytest.raises(UnsupportedFeatureError, match="can stream"):
+    with pytest.raises(UnsupportedFeatureError, match="cannot stream"):
         list(runner.stream("q"))
 
 
