@@ -250,3 +250,14 @@ def test_rows_can_be_awaited_from_another_thread(runner: LocalRunner) -> None:
     assert cancelled.wait(timeout=0)
     with pytest.raises(GenerationError, match="cancelled"):
         cancelled.result()
+
+
+def test_evaluation_honours_quantize(tiny_gpt_neox_dir: Path) -> None:
+    int8 = llmrun.load(str(tiny_gpt_neox_dir), backend="local", device="cpu", quantize="int8")
+    assert isinstance(int8, LocalRunner)
+    prompts = PROMPTS[:3]
+    # evaluation's answers are the int8 runner's own, through its one prepared (int8) decoder
+    assert greedy_generate(int8.engine, prompts, 6) == int8(prompts, max_new_tokens=6)
+    int8.evaluate_examples(load_examples([{"input": f"q{i}", "output": f"a{i}"} for i in range(6)]))
+    assert int8.model not in decode._PREPARED
+    assert int8.engine.prepared.quantize == "int8"
