@@ -135,7 +135,8 @@ class LocalRunner(ModelRunner):
         """Held-out loss, perplexity, exact match and samples, on the split training used."""
         from llmrun.backends.local.evaluation import evaluate_local
 
-        return evaluate_local(self.engine, examples, self._train_options)
+        with self.engine.lock:  # its held-out loss runs the model directly
+            return evaluate_local(self.engine, examples, self._train_options)
 
     def _run_dir(self, options: TrainOptions) -> Path:
         """A new run directory named after the base model, or with ``resume`` its newest run."""
