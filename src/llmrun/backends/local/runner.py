@@ -126,7 +126,9 @@ class LocalRunner(ModelRunner):
             try:
                 result = train_local(self.engine, examples, options, run_dir, progress=self.progress)
             finally:
-                self.engine.refresh()  # the weights changed, or were put back
+                # the optimizer's fused in-place updates can leave the weights' version counters
+                # as they were, so the prepared copies are rebuilt explicitly, after success or restore
+                self.engine.refresh()
         self._train_options = options
         self.model_name = result.model_name
         return result
