@@ -101,3 +101,14 @@ def test_a_fresh_runner_resumes_a_lora_run(tiny_llama_dir: Path, tmp_path: Path)
     resumed = fresh.train_examples(examples(), options.merged(resume=True))
     assert resumed.run_dir == done.run_dir
     assert resumed.loss_history == done.loss_history
+
+
+def test_the_evaluation_inside_train_sees_the_tuned_weights(tiny_gpt_neox_dir: Path, tmp_path: Path) -> None:
+    runner = runner_for(tiny_gpt_neox_dir, tmp_path / "runs")
+    options = TrainOptions(epochs=30, learning_rate=3e-3, batch_size=4, eval_fraction=0.25, warmup_ratio=0.1)
+    result = runner.train_examples(examples(), options)
+    assert result.eval is not None
+    again = runner.evaluate_examples(examples())  # the same held-out split, after training
+    assert [s.got for s in result.eval.samples] == [s.got for s in again.samples]
+    assert result.eval.exact_match == again.exact_match
+    assert result.eval.loss == pytest.approx(again.loss)

@@ -59,17 +59,10 @@ USED_OPTIONS = ("num_samples", "poll_interval", "progress", "is_public")
 #: ``TrainOptions`` fields that only set up llmrun's own local training loop; not Lamini's
 #: concern, so they are left alone without a warning.
 LOCAL_LOOP_OPTIONS = (
-    "gradient_accumulation_steps",
-    "warmup_ratio",
-    "weight_decay",
-    "max_grad_norm",
-    "bf16",
-    "gradient_checkpointing",
-    "save_every_steps",
-    "keep_checkpoints",
-    "log_every_steps",
-    "eval_max_examples",
-    "eval_max_new_tokens",
+    "gradient_accumulation_steps", "warmup_ratio", "weight_decay", "max_grad_norm", "bf16",
+    "gradient_checkpointing", "save_every_steps", "keep_checkpoints", "log_every_steps",
+    "eval_max_examples", "eval_max_new_tokens",
+)  # fmt: skip
 )
 
 T = TypeVar("T")

@@ -72,8 +72,11 @@ class TokenConstraint(Protocol):
 class PreparedModel:
     """A causal LM prepared for :func:`generate_tokens`; build with :func:`prepare_model_for_decoding`.
 
-    The prepared copies of weights are rebuilt automatically when the model's weights or modules
-    change (training steps, peft adapters), so a prepared model never decodes with stale weights.
+    The prepared copies of weights are rebuilt automatically when the model's modules change
+    (peft adapters) or its weights change through tracked in-place ops. Fused optimizer steps
+    (``AdamW(fused=True)``, which local training uses) do not bump the weights' version counters:
+    after such updates, prepare again (:meth:`LocalEngine.refresh
+    <llmrun.backends.local.engine.LocalEngine.refresh>` does), as training does before it answers.
     It keeps the model alive unless ``weak`` (used for the per-model cache of raw models).
     """
 

@@ -253,6 +253,8 @@ def _drive(batch: EngineBatch, row: Row) -> Iterator[str]:
     try:
         while not row.done:
             batch.step()
+            if row.error is not None:
+                raise row.error
             piece = row.text_delta()
             if piece:
                 yield piece

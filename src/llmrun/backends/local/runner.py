@@ -126,7 +126,9 @@ class LocalRunner(ModelRunner):
             try:
                 result = train_local(self.engine, examples, options, run_dir, progress=self.progress)
             finally:
-                self.engine.refresh()  # the weights changed, or were put back
+                # the optimizer's fused in-place updates can leave the weights' version counters
+                # as they were, so the prepared copies are rebuilt explicitly, after success or restore
+                self.engine.refresh()
         self._train_options = options
         self.model_name = result.model_name
         return result
@@ -135,7 +137,8 @@ class LocalRunner(ModelRunner):
         """Held-out loss, perplexity, exact match and samples, on the split training used."""
         from llmrun.backends.local.evaluation import evaluate_local
 
-        return evaluate_local(self.engine, examples, self._train_options)
+        with self.engine.lock:  # its held-out loss runs the model directly
+            return evaluate_local(self.engine, examples, self._train_options)
 
     def _run_dir(self, options: TrainOptions) -> Path:
         """A new run directory named after the base model, or with ``resume`` its newest run."""

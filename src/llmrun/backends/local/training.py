@@ -136,6 +136,7 @@ def train_local(
             setattr(model, MERGED_ADAPTER_ATTR, str(setup.run_dir / MODEL_DIR))
         else:  # a later run on this object builds on the saved tuned model
             model.name_or_path = model.config._name_or_path = str(setup.run_dir / MODEL_DIR)
+        engine.refresh()  # the final evaluation decodes with the tuned weights
         return _finish(engine, setup, options, state, meta)
     except BaseException as exc:
         if peft_model is not None and not merged:
