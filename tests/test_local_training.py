@@ -108,7 +108,7 @@ def test_full_fine_tuning_learns_and_saves_a_loadable_model(tiny_gpt_neox_dir: P
     assert meta["options"]["epochs"] == 30
     assert meta["metrics"]["eval_loss"] == pytest.approx(m["eval_loss"])
     assert (run_dir / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert checkpointing.latest_checkpoint(run_dir) is not None
+    assert checkpointing.latest_checkpoint(run_dir) is None  # completed: the model stays, not checkpoints
     assert [s for s, _ in result.loss_history] == list(range(1, 91))
 
     reloaded, reloaded_tok = load(model_dir)
@@ -231,10 +231,8 @@ def test_crash_mid_save_keeps_the_last_good_checkpoint_and_resume_continues(
         assert s1 == s2
         assert l1 == pytest.approx(l2, rel=1e-4, abs=1e-5)
     assert resumed.metrics["eval_loss"] == pytest.approx(reference.metrics["eval_loss"], rel=1e-4)
-    latest = checkpointing.latest_checkpoint(run_dir)
-    assert latest is not None
-    assert latest.step == 6
-    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step-00000006"]  # keep_checkpoints=1
+    assert checkpointing.latest_checkpoint(run_dir) is None  # completed: the checkpoints are dropped
+    assert not (run_dir / "checkpoints").exists()
 
 
 def test_atomic_directory_leaves_the_old_folder_when_the_write_fails(tmp_path: Path) -> None:

@@ -11,8 +11,9 @@ from typing import Any, ClassVar
 import torch
 
 from llmrun.backends.local import decode
-from llmrun.backends.local.loading import LoadSettings, load_model_and_tokenizer
+from llmrun.backends.local.loading import LoadSettings, load_model_and_tokenizer, quiet_transformers
 from llmrun.backends.local.quantize import check_quantize
+from llmrun.config import checked_options
 from llmrun.errors import (
     ConfigurationError,
     IncompleteOutputError,
@@ -37,11 +38,13 @@ class LocalRunner(ModelRunner):
     ``runs_dir`` (where :meth:`train` writes its run directories),
     ``progress`` (show a progress bar while training) and ``quantize``
     (``none``, or ``int8``: int8 weights in the CPU decode loop, faster at small
-    batches, changes numerics; see the speed guide).
+    batches, changes numerics; see the speed guide), ``threads`` (torch's CPU
+    threads; default: the free cores, see :mod:`llmrun.backends.local.threads`).
     """
 
     backend_name: ClassVar[str] = "local"
 
+    @checked_options
     def __init__(
         self,
         model_name: str,
@@ -59,6 +62,7 @@ class LocalRunner(ModelRunner):
         runs_dir: str = "llmrun-runs",
         progress: bool = True,
         quantize: str = "none",
+        threads: int | None = None,
     ) -> None:
         super().__init__(model_name, generation=generation, template=template)
         if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
@@ -72,7 +76,9 @@ class LocalRunner(ModelRunner):
         self.runs_dir = Path(runs_dir)
         self.progress = bool(progress)
         self._train_options: TrainOptions | None = None
-        self.settings = LoadSettings(device, dtype, trust_remote_code, allow_pickle, revision, cache_dir)
+        self.settings = LoadSettings(
+            device, dtype, trust_remote_code, allow_pickle, revision, cache_dir, threads
+        )
         self.model, self.tokenizer, self.device = load_model_and_tokenizer(model_name, self.settings)
         self._decoder = self._prepared_decoder()
         self._lock = threading.Lock()
@@ -128,7 +134,7 @@ class LocalRunner(ModelRunner):
         from llmrun.backends.local.training import train_local
 
         run_dir = self._run_dir(options)
-        with self._lock:
+        with self._lock, quiet_transformers():
             result = train_local(
                 self.model, self.tokenizer, examples, options, run_dir, progress=self.progress
             )

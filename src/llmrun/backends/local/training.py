@@ -11,7 +11,8 @@ Run directory layout::
     run_dir/
       llmrun_run.json     base model, method, options, metrics
       loss.png            training (and held-out) loss curve
-      checkpoints/step-<N>/   resumable state (trainable weights, optimizer, loop state)
+      checkpoints/step-<N>/   resumable state (trainable weights, optimizer, loop state),
+                          removed once the run completes
       model/              the tuned model: safetensors weights or a LoRA adapter,
                           config, tokenizer, generation config, llmrun_run.json
 """
@@ -231,6 +232,7 @@ def train_local(
     if not examples:
         raise TrainingError("no training examples; load data before calling train()")
     merged_from = getattr(model, _MERGED_ADAPTER_ATTR, None)
+    checkpointing.ensure_writable(run_dir)
     existing = checkpointing.latest_checkpoint(run_dir)
     if existing is not None and not options.resume:
         raise TrainingError(
@@ -354,6 +356,7 @@ def train_local(
     meta.update(metrics=metrics, eval=None if final_eval is None else final_eval.to_dict())
     checkpointing.write_json_atomic(run_dir / MODEL_DIR / RUN_METADATA_FILE, meta)
     checkpointing.write_json_atomic(run_dir / RUN_METADATA_FILE, meta)
+    checkpointing.remove_checkpoints(run_dir)  # the run is complete: nothing left to resume
     for p in model.parameters():
         p.requires_grad_(False)
     model.eval()
