@@ -313,9 +313,10 @@ def resolve_options(
     accepted = runner_options(runner_cls)
     unknown = sorted(set(explicit) - set(accepted))
     if unknown:
+        named = [argument_label(n) for n in unknown] if argument_label else unknown
         hint = _close(unknown[0], accepted)
         raise ConfigurationError(
-            f"backend {backend!r} does not take option(s) {', '.join(unknown)}{hint}; "
+            f"backend {backend!r} does not take option(s) {', '.join(named)}{hint}; "
             f"it takes: {', '.join(sorted(accepted)) or 'none'}"
         )
     path = config_file() if file_settings else None

@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 from llmrun.errors import InvalidInputError, UnsupportedFeatureError
 from llmrun.generation import GenerationConfig
-from llmrun.schema import Type, check_output_type, check_template, parse_output, render_prompt
+from llmrun.schema import (
+    Type,
+    check_output_type,
+    check_prompt_text,
+    check_template,
+    parse_output,
+    render_prompt,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -257,5 +264,5 @@ def _render_one(index: int, item: object, output_type: type[Type] | None, templa
     if isinstance(item, str) and not item.strip():
         raise InvalidInputError(f"prompt {index} is empty; give the model some text to continue")
     if isinstance(item, str) and output_type is None:
-        return item
-    return render_prompt(item, output_type, template)
+        return check_prompt_text(index, item)
+    return check_prompt_text(index, render_prompt(item, output_type, template))
