@@ -16,7 +16,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise DependencyError(
         f"the local backend needs torch and transformers ({exc.name} is missing); "
-        'install them with: pip install "llmrun[local]"'
+        'install the local extra: pip install -e ".[local]" in an llmrun checkout (see the README)'
     ) from exc
 
 if TYPE_CHECKING:

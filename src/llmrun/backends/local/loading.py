@@ -52,9 +52,10 @@ class LoadSettings:
     revision: str | None = None
     cache_dir: str | None = None
     threads: int | None = None
+    offline: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("trust_remote_code", "allow_pickle"):
+        for name in ("trust_remote_code", "allow_pickle", "offline"):
             value = getattr(self, name)
             if not isinstance(value, bool):  # a string such as "no" must never count as True
                 raise ConfigurationError(
@@ -134,11 +135,12 @@ def locate_model(name: str, settings: LoadSettings) -> Path | str:
             "'EleutherAI/pythia-70m' (letters, digits, '-', '_' and '.', no spaces); for a folder, "
             "check the path"
         )
-    if is_offline() and not _in_cache(name, settings):
+    if is_offline(settings) and not _in_cache(name, settings):
         raise ModelNotFoundError(
-            f"model {name!r} is not in the Hugging Face cache ({cache_dir(settings)}) and HF_HUB_OFFLINE=1 "
-            f"forbids downloading it; download it once online (`hf download {name}`), point HF_HUB_CACHE "
-            "at a cache that has it, or pass the path of a local checkpoint folder"
+            f"model {name!r} is not in the Hugging Face cache ({cache_dir(settings)}) and offline mode "
+            f"(HF_HUB_OFFLINE=1 or offline=True) forbids downloading it; download it once online "
+            f"(`hf download {name}`), point HF_HUB_CACHE (or cache_dir) at a cache that has it, or pass the "
+            "path of a local checkpoint folder"
         )
     if not settings.allow_pickle and _in_cache(name, settings):
         _check_cached_weights(name, settings)
@@ -184,8 +186,10 @@ def quiet_transformers() -> Iterator[None]:
             hf_logging._tqdm_active = active
 
 
-def is_offline() -> bool:
-    """Whether the hub may not be contacted (read at call time, not import time)."""
+def is_offline(settings: LoadSettings | None = None) -> bool:
+    """Whether the hub may not be contacted: ``offline=True``, or ``HF_HUB_OFFLINE`` (read at call time)."""
+    if settings is not None and settings.offline:
+        return True
     flag = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
     return flag.strip().lower() in ("1", "true", "yes", "on")
 
@@ -243,7 +247,7 @@ def load_model_and_tokenizer(name: str, settings: LoadSettings) -> tuple[Any, An
         "trust_remote_code": settings.trust_remote_code,
         "revision": settings.revision,
         "cache_dir": str(cache_dir(settings)),
-        "local_files_only": is_offline(),
+        "local_files_only": is_offline(settings),
     }
     adapter = isinstance(location, Path) and (location / "adapter_config.json").is_file()
     base = _adapter_base(Path(location)) if adapter else location
@@ -251,7 +255,12 @@ def load_model_and_tokenizer(name: str, settings: LoadSettings) -> tuple[Any, An
         with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(str(location if adapter else base), **common)
             model: Any = AutoModelForCausalLM.from_pretrained(
-                str(base), dtype=dtype, use_safetensors=None if settings.allow_pickle else True, **common
+                str(base),
+                dtype=dtype,
+                use_safetensors=None if settings.allow_pickle else True,
+                # transformers does not pass these on to its adapter lookup, which then tries the hub
+                adapter_kwargs={k: common[k] for k in ("cache_dir", "local_files_only")},
+                **common,
             )
             if adapter:
                 from peft import PeftModel

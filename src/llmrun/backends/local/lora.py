@@ -45,7 +45,8 @@ def _peft() -> Any:
         import peft
     except ImportError as exc:  # pragma: no cover - peft is part of the local extra
         raise DependencyError(
-            'LoRA fine-tuning needs peft; install it with: pip install "llmrun[local]"'
+            "LoRA fine-tuning needs peft; install the local extra: "
+            'pip install -e ".[local]" in an llmrun checkout'
         ) from exc
     return peft
 

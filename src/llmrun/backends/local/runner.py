@@ -39,7 +39,8 @@ class LocalRunner(ModelRunner):
     ``progress`` (show a progress bar while training) and ``quantize``
     (``none``, or ``int8``: int8 weights in the CPU decode loop, faster at small
     batches, changes numerics; see the speed guide), ``threads`` (torch's CPU
-    threads; default: the free cores, see :mod:`llmrun.backends.local.threads`).
+    threads; default: the free cores, see :mod:`llmrun.backends.local.threads`) and
+    ``offline`` (load from ``cache_dir`` or a folder only, never contact the hub).
     """
 
     backend_name: ClassVar[str] = "local"
@@ -63,6 +64,7 @@ class LocalRunner(ModelRunner):
         progress: bool = True,
         quantize: str = "none",
         threads: int | None = None,
+        offline: bool = False,
     ) -> None:
         super().__init__(model_name, generation=generation, template=template)
         if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
@@ -77,7 +79,7 @@ class LocalRunner(ModelRunner):
         self.progress = bool(progress)
         self._train_options: TrainOptions | None = None
         self.settings = LoadSettings(
-            device, dtype, trust_remote_code, allow_pickle, revision, cache_dir, threads
+            device, dtype, trust_remote_code, allow_pickle, revision, cache_dir, threads, offline
         )
         self.model, self.tokenizer, self.device = load_model_and_tokenizer(model_name, self.settings)
         self._decoder = self._prepared_decoder()
