@@ -428,17 +428,18 @@ def measure_int8_numerics(runner: Any, int8: Any, s: Settings) -> dict[str, Any]
     """How far int8 logits are from float32's, following the float32 greedy continuation."""
     import torch
 
-    from llmrun.backends.local.decode import generate_tokens
+    from llmrun.backends.local.decode import generate_tokens, left_pad
     from llmrun.generation import GenerationConfig
 
     prompts = prompts_for(max(s.batches))
-    ids, mask = runner._left_pad([runner.tokenizer(p)["input_ids"] for p in prompts])
+    engine = runner.engine
+    ids, mask = left_pad([engine.tokenizer(p)["input_ids"] for p in prompts], device=engine.device)
     n = s.new_tokens
     exact_tokens = generate_tokens(
-        runner._decoder, ids, mask, max_new_tokens=n, config=GenerationConfig(), eos_token_ids=()
+        engine.prepared, ids, mask, max_new_tokens=n, config=GenerationConfig(), eos_token_ids=()
     )
     forced = torch.tensor(exact_tokens)  # [B, N]: every row has n tokens (no EOS given)
-    sessions = [r._decoder.decoder().start(ids, mask, n) for r in (runner, int8)]
+    sessions = [r.engine.prepared.decoder().start(ids, mask, n) for r in (runner, int8)]
     agree, steps, rel_errors = 0, 0, []
     with torch.inference_mode():
         logits = [session.prefill() for session in sessions]
@@ -472,18 +473,19 @@ def untyped_with_lengths(runner: Any, prompts: list[str], lengths: list[int]) ->
     from llmrun.backends.local import decode
     from llmrun.generation import GenerationConfig
 
-    ids, mask = runner._left_pad([runner._encode(p, max(lengths)) for p in prompts])
+    engine = runner.engine
+    ids, mask = decode.left_pad([engine.encode(p, max(lengths)) for p in prompts], device=engine.device)
     tokens = decode.generate_tokens(
-        runner._decoder,
+        engine.prepared,
         ids,
         mask,
         max_new_tokens=max(lengths),
         config=GenerationConfig(),
         eos_token_ids=(),
         should_stop=lambda row, toks: len(toks) >= lengths[row],
-        vocab_size=len(runner.tokenizer),
+        vocab_size=engine.vocab_size,
     )
-    return [runner._decode_tokens(t) for t in tokens]
+    return [engine.decode(t) for t in tokens]
 
 
 def measure_typed(runner: Any, s: Settings) -> list[dict[str, Any]]:
@@ -785,7 +787,7 @@ def run(s: Settings, skip: set[str]) -> dict[str, Any]:
             children.start_all(skip)
         plain, runner, int8 = PlainTransformers(folder), load_runner(folder), load_runner(folder, "int8")
         out["model"]["parameters"] = sum(p.numel() for p in plain.model.parameters())
-        out["model"]["llmrun_decode_path"] = getattr(getattr(runner, "_decoder", None), "path", "unknown")
+        out["model"]["llmrun_decode_path"] = runner.engine.prepared.path
         phases["setup"] = time.perf_counter() - started
         steps: list[tuple[str, str, str, Callable[[], Any]]] = [
             ("throughput", "throughput", f"throughput, {s.new_tokens} new tokens, greedy:",

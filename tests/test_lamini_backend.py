@@ -499,7 +499,12 @@ def test_batch_failure_names_the_failed_items(server: FakeLaminiServer) -> None:
     with pytest.raises(BatchError, match=r"2 of 6 prompts failed \(items 0-1\)") as info:
         make(server, batch_size=2, max_concurrency=1)([f"p{i}" for i in range(6)])
     assert sorted(info.value.failures) == [0, 1]
+    assert info.value.failed == [0, 1]
     assert isinstance(info.value.failures[0], BadRequestError)
+    assert str(info.value.failures[0]).startswith("items 0-1: ")
+    # the chunks that succeeded are kept, in order, as the call would have returned them
+    good = make(server)([f"p{i}" for i in range(2, 6)])
+    assert info.value.results == [None, None, *good]
 
 
 def test_authentication_failure_in_a_batch_is_raised_as_is(server: FakeLaminiServer) -> None:
@@ -578,7 +583,7 @@ def test_missing_lamini_client_is_a_dependency_error(monkeypatch: pytest.MonkeyP
     for name in [m for m in sys.modules if m.startswith("llmrun.backends.lamini")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "lamini", None)
-    with pytest.raises(DependencyError, match=r'pip install "llmrun\[lamini\]"'):
+    with pytest.raises(DependencyError, match=r'pip install -e "\.\[lamini\]"'):
         importlib.import_module("llmrun.backends.lamini")
 
 

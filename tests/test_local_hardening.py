@@ -21,6 +21,7 @@ torch = pytest.importorskip("torch", reason="the local backend needs torch (the 
 transformers = pytest.importorskip("transformers", reason="the local backend needs transformers")
 
 from llmrun.backends.local import LocalRunner, checkpointing, threads  # noqa: E402
+from llmrun.backends.local.engine import LocalEngine  # noqa: E402
 from llmrun.backends.local.loading import LoadSettings, locate_model, resolve_device  # noqa: E402
 from llmrun.backends.local.training import train_local  # noqa: E402
 from llmrun.testing.checkpoints import install_in_hf_cache  # noqa: E402
@@ -187,9 +188,13 @@ def test_unwritable_runs_folder_fails_before_training(tiny_gpt_neox_dir: Path, t
     blocker.write_text("not a folder")
     model, tokenizer = _load(tiny_gpt_neox_dir)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    with pytest.raises(TrainingError, match=r"cannot write the run directory .*runs_dir"):
+    with pytest.raises(TrainingError, match=r"cannot write the run directory .*unchanged.*runs_dir"):
         train_local(
-            model, tokenizer, DATA, TrainOptions(max_steps=2), blocker / "runs" / "r1", progress=False
+            LocalEngine(model, tokenizer),
+            DATA,
+            TrainOptions(max_steps=2),
+            blocker / "runs" / "r1",
+            progress=False,
         )
     assert all(torch.equal(before[n], p) for n, p in model.named_parameters())  # not a single step ran
 
@@ -217,7 +222,7 @@ def test_tuned_model_honours_the_umask(umask: int, tiny_gpt_neox_dir: Path, tmp_
     old = os.umask(umask)
     try:
         result = train_local(
-            model, tokenizer, DATA, TrainOptions(max_steps=1), tmp_path / "run", progress=False
+            LocalEngine(model, tokenizer), DATA, TrainOptions(max_steps=1), tmp_path / "run", progress=False
         )
     finally:
         os.umask(old)
@@ -227,15 +232,19 @@ def test_tuned_model_honours_the_umask(umask: int, tiny_gpt_neox_dir: Path, tmp_
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path.name
 
 
-def test_completed_run_keeps_the_model_not_the_checkpoints(tiny_gpt_neox_dir: Path, tmp_path: Path) -> None:
+def test_completed_run_keeps_no_optimizer_moments(tiny_gpt_neox_dir: Path, tmp_path: Path) -> None:
     model, tokenizer = _load(tiny_gpt_neox_dir)
-    options = TrainOptions(max_steps=2, save_every_steps=1, method="full")
-    result = train_local(model, tokenizer, DATA, options, tmp_path / "run", progress=False)
+    options = TrainOptions(max_steps=2, save_every_steps=1, keep_checkpoints=2, method="full")
+    result = train_local(LocalEngine(model, tokenizer), DATA, options, tmp_path / "run", progress=False)
     assert result.run_dir is not None
-    assert not (result.run_dir / "checkpoints").exists()
+    final = checkpointing.list_checkpoints(result.run_dir)
+    assert [c.step for c in final] == [2]  # the older one kept during the run is gone
+    assert checkpointing.checkpoint_problem(final[0]) is None  # rewritten whole, checksums included
+    saved = torch.load(final[0].path / "optimizer.pt", weights_only=True)
+    assert saved["optimizer"]["state"] == {}
     weights = (Path(result.model_name) / "model.safetensors").stat().st_size
     written = sum(p.stat().st_size for p in result.run_dir.rglob("*") if p.is_file())
-    assert written < 1.5 * weights  # the model, its metadata and the loss curve: no optimizer state
+    assert written < 2.5 * weights  # model + final weights + loss curve; AdamW's moments were 2x more
 
 
 # ----------------------------------------------------------------------------- threads

@@ -24,6 +24,7 @@ transformers = pytest.importorskip("transformers", reason="local training needs 
 
 from llmrun.backends.local import checkpointing, lora  # noqa: E402
 from llmrun.backends.local.batching import IGNORE_INDEX, collate, encode_examples  # noqa: E402
+from llmrun.backends.local.engine import LocalEngine  # noqa: E402
 from llmrun.backends.local.evaluation import evaluate_local, greedy_generate  # noqa: E402
 from llmrun.backends.local.training import train_local  # noqa: E402
 from llmrun.data import load_examples  # noqa: E402
@@ -72,7 +73,7 @@ def examples() -> list[TrainingExample]:
 
 
 def answers(model: Any, tokenizer: Any, pairs: list[TrainingExample]) -> list[str]:
-    return [g.strip() for g in greedy_generate(model, tokenizer, [e.prompt for e in pairs], 8)]
+    return [g.strip() for g in greedy_generate(LocalEngine(model, tokenizer), [e.prompt for e in pairs], 8)]
 
 
 def test_full_fine_tuning_learns_and_saves_a_loadable_model(tiny_gpt_neox_dir: Path, tmp_path: Path) -> None:
@@ -81,7 +82,7 @@ def test_full_fine_tuning_learns_and_saves_a_loadable_model(tiny_gpt_neox_dir: P
     train, held = split_examples(data, FAST["eval_fraction"], seed=42)  # type: ignore[arg-type]
     run_dir = tmp_path / "run"
 
-    result = train_local(model, tokenizer, data, TrainOptions(**FAST), run_dir, progress=False)  # type: ignore[arg-type]
+    result = train_local(LocalEngine(model, tokenizer), data, TrainOptions(**FAST), run_dir, progress=False)  # type: ignore[arg-type]
 
     # It learns: the held-out loss drops clearly and the training answers come back under greedy decoding.
     m = result.metrics
@@ -108,13 +109,13 @@ def test_full_fine_tuning_learns_and_saves_a_loadable_model(tiny_gpt_neox_dir: P
     assert meta["options"]["epochs"] == 30
     assert meta["metrics"]["eval_loss"] == pytest.approx(m["eval_loss"])
     assert (run_dir / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert checkpointing.latest_checkpoint(run_dir) is None  # completed: the model stays, not checkpoints
+    assert checkpointing.latest_checkpoint(run_dir) is not None
     assert [s for s, _ in result.loss_history] == list(range(1, 91))
 
     reloaded, reloaded_tok = load(model_dir)
     assert answers(reloaded, reloaded_tok, train) == [e.completion for e in train]
 
-    evaluation = evaluate_local(reloaded, reloaded_tok, data, TrainOptions(**FAST))  # type: ignore[arg-type]
+    evaluation = evaluate_local(LocalEngine(reloaded, reloaded_tok), data, TrainOptions(**FAST))  # type: ignore[arg-type]
     assert isinstance(evaluation, EvalResult)
     assert evaluation.num_examples == 4
     assert evaluation.loss == pytest.approx(m["eval_loss"], rel=1e-4)
@@ -130,7 +131,7 @@ def test_lora_trains_an_adapter_that_reloads(tiny_llama_dir: Path, tmp_path: Pat
     data = examples()
     options = TrainOptions(**{**FAST, "learning_rate": 1e-2, "epochs": 15}, lora=True)  # type: ignore[arg-type]
 
-    result = train_local(model, tokenizer, data, options, tmp_path / "run", progress=False)
+    result = train_local(LocalEngine(model, tokenizer), data, options, tmp_path / "run", progress=False)
 
     # A random-weight base cannot be steered far through q/v adapters alone, but the loss must move.
     m = result.metrics
@@ -160,7 +161,7 @@ def test_lora_trains_an_adapter_that_reloads(tiny_llama_dir: Path, tmp_path: Pat
 
     # The merged object has no saved base of its own: a second adapter on it would not reload.
     with pytest.raises(TrainingError, match="merged LoRA adapter"):
-        train_local(model, tokenizer, data, options, tmp_path / "again", progress=False)
+        train_local(LocalEngine(model, tokenizer), data, options, tmp_path / "again", progress=False)
 
 
 def _fail_on_nth_torch_save(monkeypatch: pytest.MonkeyPatch, n: int) -> None:
@@ -188,13 +189,15 @@ def test_crash_mid_save_keeps_the_last_good_checkpoint_and_resume_continues(
 
     # An uninterrupted reference run.
     model, tokenizer = load(tiny_gpt_neox_dir)
-    reference = train_local(model, tokenizer, data, options, tmp_path / "reference", progress=False)
+    reference = train_local(
+        LocalEngine(model, tokenizer), data, options, tmp_path / "reference", progress=False
+    )
 
     # The same run crashes while writing its second checkpoint (step 4).
     model, tokenizer = load(tiny_gpt_neox_dir)
     _fail_on_nth_torch_save(monkeypatch, 2)
     with pytest.raises(TrainingError, match="No space left"):
-        train_local(model, tokenizer, data, options, run_dir, progress=False)
+        train_local(LocalEngine(model, tokenizer), data, options, run_dir, progress=False)
     monkeypatch.undo()
 
     good = checkpointing.latest_checkpoint(run_dir)
@@ -215,15 +218,21 @@ def test_crash_mid_save_keeps_the_last_good_checkpoint_and_resume_continues(
     # Without resume=True the run directory is not reused.
     model, tokenizer = load(tiny_gpt_neox_dir)
     with pytest.raises(TrainingError, match="resume=True"):
-        train_local(model, tokenizer, data, options, run_dir, progress=False)
+        train_local(LocalEngine(model, tokenizer), data, options, run_dir, progress=False)
     # Changed options cannot resume either.
     with pytest.raises(TrainingError, match="learning_rate"):
         train_local(
-            model, tokenizer, data, options.merged(resume=True, learning_rate=1e-3), run_dir, progress=False
+            LocalEngine(model, tokenizer),
+            data,
+            options.merged(resume=True, learning_rate=1e-3),
+            run_dir,
+            progress=False,
         )
 
     model, tokenizer = load(tiny_gpt_neox_dir)
-    resumed = train_local(model, tokenizer, data, options.merged(resume=True), run_dir, progress=False)
+    resumed = train_local(
+        LocalEngine(model, tokenizer), data, options.merged(resume=True), run_dir, progress=False
+    )
     assert not partial.exists()
     assert [s for s, _ in resumed.loss_history] == [1, 2, 3, 4, 5, 6]
     # Resuming reproduces the uninterrupted run.
@@ -231,8 +240,10 @@ def test_crash_mid_save_keeps_the_last_good_checkpoint_and_resume_continues(
         assert s1 == s2
         assert l1 == pytest.approx(l2, rel=1e-4, abs=1e-5)
     assert resumed.metrics["eval_loss"] == pytest.approx(reference.metrics["eval_loss"], rel=1e-4)
-    assert checkpointing.latest_checkpoint(run_dir) is None  # completed: the checkpoints are dropped
-    assert not (run_dir / "checkpoints").exists()
+    latest = checkpointing.latest_checkpoint(run_dir)
+    assert latest is not None
+    assert latest.step == 6
+    assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["step-00000006"]  # keep_checkpoints=1
 
 
 def test_atomic_directory_leaves_the_old_folder_when_the_write_fails(tmp_path: Path) -> None:

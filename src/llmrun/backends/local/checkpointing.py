@@ -10,9 +10,10 @@ one is in place.
 Each checkpoint carries a manifest of its files' SHA-256 sums. Resuming checks
 it first: a truncated or altered checkpoint is skipped, with a warning, for the
 newest older one that ``keep_checkpoints`` kept. Folders and files get the
-permissions the umask gives (not the 0700 of a temporary folder), a full disk
-is reported as such, and a completed run drops its checkpoints (the tuned model
-is the result; checkpoints exist to resume an interrupted run).
+permissions the umask gives (not the 0700 of a temporary folder), and a full disk
+is reported as such. A completed run keeps only its final checkpoint, without
+the optimizer's moments (twice the weights' size, needed only to take more
+steps, which a completed run never does): resuming it still finds where it ended.
 """
 
 from __future__ import annotations
@@ -187,9 +188,9 @@ def ensure_writable(folder: Path) -> None:
         probe.unlink()
     except OSError as exc:
         raise TrainingError(
-            f"cannot write the run directory {folder}: {exc.strerror or exc}; training saves checkpoints "
-            "and the tuned model there, so choose a writable folder (runs_dir=..., LLMRUN_RUNS_DIR or "
-            "--runs-dir) before training starts"
+            f"cannot write the run directory {folder}: {exc.strerror or exc}; nothing was trained and the "
+            "model is unchanged. Training saves checkpoints and the tuned model there: choose a writable "
+            "folder (runs_dir=..., LLMRUN_RUNS_DIR or --runs-dir)"
         ) from None
     finally:
         with contextlib.suppress(OSError):
@@ -270,13 +271,31 @@ def save_checkpoint(
     return Checkpoint(final, step)
 
 
-def remove_checkpoints(run_dir: Path) -> None:
-    """Drop the checkpoints of a completed run: its tuned model holds the result.
+def finish_checkpoints(run_dir: Path) -> None:
+    """Slim the checkpoints of a completed run to its final one, without optimizer moments.
 
-    A full fine-tune's checkpoint holds the weights again plus twice their size
-    in optimizer state (about 840 MB for pythia-70m), only useful to resume.
+    AdamW keeps two moments per weight: for a full fine-tune of pythia-70m that is
+    560 MB of a 840 MB checkpoint, needed only to take further steps, which a
+    completed run never takes (``resume=True`` on it loads the final state and
+    stops). The final checkpoint is rewritten atomically; older ones are removed.
     """
-    shutil.rmtree(Path(run_dir) / CHECKPOINTS_DIR, ignore_errors=True)
+    found = list_checkpoints(Path(run_dir))
+    if not found:
+        return
+    final = found[-1]
+    saved = torch.load(final.path / _OPTIMIZER, map_location="cpu", weights_only=True)
+    if saved["optimizer"].get("state"):
+        saved["optimizer"]["state"] = {}
+        with atomic_directory(final.path) as tmp:
+            for name in (_WEIGHTS, _STATE):
+                try:
+                    os.link(final.path / name, tmp / name)  # same file system: no copy
+                except OSError:
+                    shutil.copyfile(final.path / name, tmp / name)
+            torch.save(saved, tmp / _OPTIMIZER)
+            _write_manifest(tmp)
+    for old in found[:-1]:
+        shutil.rmtree(old.path, ignore_errors=True)
 
 
 def _sha256(path: Path) -> str:

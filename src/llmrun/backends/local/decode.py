@@ -19,6 +19,7 @@ import contextlib
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -35,7 +36,9 @@ __all__ = [
     "TokenConstraint",
     "decode_one_token",
     "decode_tokens",
+    "eval_mode",
     "generate_tokens",
+    "left_pad",
     "prefill",
     "prepare_model_for_decoding",
 ]
@@ -211,7 +214,7 @@ def decode_tokens(
     sampler: Sampler,
     *,
     max_new_tokens: int,
-    eos_token_ids: set[int],
+    eos_token_ids: AbstractSet[int],
     constraint: TokenConstraint | None = None,
     should_stop: Callable[[int, list[int]], bool] | None = None,
     on_step: Callable[[torch.Tensor], None] | None = None,
@@ -294,7 +297,7 @@ def generate_tokens(
     *,
     max_new_tokens: int,
     config: GenerationConfig,
-    eos_token_ids: set[int] | Sequence[int],
+    eos_token_ids: AbstractSet[int] | Sequence[int],
     constraint: TokenConstraint | None = None,
     should_stop: Callable[[int, list[int]], bool] | None = None,
     on_step: Callable[[torch.Tensor], None] | None = None,
@@ -325,7 +328,7 @@ def generate_tokens(
         raise InvalidInputError(f"vocab_size={vocab_size!r} is invalid: use a positive integer or None")
     input_ids, attention_mask = _checked_batch(input_ids, attention_mask, decoder)
     eos = {int(t) for t in eos_token_ids} if eos_token_ids is not None else set()
-    with _eval_mode(decoder.model):
+    with eval_mode(decoder.model):
         argmax_only = config.greedy and config.repetition_penalty == 1.0
         session = decoder.start(
             input_ids, attention_mask, max_new_tokens, argmax_only=argmax_only, vocab_size=vocab_size
@@ -391,8 +394,21 @@ def _vocab_rows(decoder: Decoder) -> int | None:
     return int(weight.shape[0]) if isinstance(weight, torch.Tensor) else None
 
 
+def left_pad(
+    rows: Sequence[Sequence[int]], pad: int = 0, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists as a left-padded batch: ``input_ids`` and ``attention_mask``, both ``[B, S]``."""
+    width = max(len(ids) for ids in rows)
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)  # [B, S]
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)  # [B, S]
+    for row, ids in enumerate(rows):
+        input_ids[row, width - len(ids) :] = torch.tensor(list(ids), dtype=torch.long)
+        attention_mask[row, width - len(ids) :] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
 @contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
     """Decode without dropout; a model in training mode is put back in it afterwards."""
     training = model.training
     if training:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -14,10 +14,11 @@ from llmrun.backends.local.batching import (
     collate,
     completion_loss_sum,
     encode_examples,
-    eos_id,
     pad_id,
     uses_plain_head,
 )
+from llmrun.generation import GenerationConfig
+from llmrun.runner import CompletionRequest
 from llmrun.training import (
     EvalResult,
     EvalSample,
@@ -26,6 +27,9 @@ from llmrun.training import (
     completions_match,
     split_examples,
 )
+
+if TYPE_CHECKING:
+    from llmrun.backends.local.engine import LocalEngine
 
 #: Extra tokens allowed beyond the longest expected answer when decoding for exact match.
 _ANSWER_SLACK_TOKENS = 8
@@ -64,53 +68,20 @@ def heldout_loss(
     return (total / count if count else math.nan), count
 
 
-@torch.no_grad()
-def greedy_generate(
-    model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 16
-) -> list[str]:
-    """Greedy completions of ``prompts`` (left-padded batches), special tokens removed.
-
-    Runs llmrun's decode loop (:func:`~llmrun.backends.local.decode.generate_tokens`), which
-    re-prepares the model when training has changed its weights since the last call.
-    """
-    from llmrun.backends.local.decode import generate_tokens
-    from llmrun.generation import GenerationConfig
-
-    device = model_device(model)
-    pad, eos = pad_id(tokenizer), eos_id(tokenizer)
-    greedy = GenerationConfig(max_new_tokens=max_new_tokens)
-    outputs: list[str] = []
-    for start in range(0, len(prompts), batch_size):
-        chunk = list(prompts[start : start + batch_size])
-        ids_list: list[list[int]] = tokenizer(chunk, add_special_tokens=True)["input_ids"]
-        width = max(len(ids) for ids in ids_list)
-        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)  # [B, S]
-        attention_mask = torch.zeros((len(chunk), width), dtype=torch.long)  # [B, S]
-        for row, ids in enumerate(ids_list):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, width - len(ids) :] = 1
-        new_tokens = generate_tokens(
-            model,
-            input_ids.to(device),
-            attention_mask.to(device),
-            max_new_tokens=max_new_tokens,
-            config=greedy,
-            eos_token_ids=() if eos is None else (eos,),
-            vocab_size=len(tokenizer),
-        )
-        outputs += [tokenizer.decode(row, skip_special_tokens=True) for row in new_tokens]
-    return outputs
+def greedy_generate(engine: LocalEngine, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+    """Greedy completions of ``prompts`` through the engine: its prepared decoder, EOS set and context."""
+    request = CompletionRequest(tuple(prompts), GenerationConfig(max_new_tokens=max_new_tokens))
+    return [c.text for c in engine.generate(request)]
 
 
 def evaluate_local(
-    model: Any,
-    tokenizer: Any,
+    engine: LocalEngine,
     examples: Sequence[TrainingExample],
     options: TrainOptions | None = None,
     *,
     split: bool = True,
 ) -> EvalResult:
-    """Evaluate ``model`` on held-out pairs.
+    """Evaluate the engine's model on held-out pairs (answers generated through the engine).
 
     With ``split`` (the default) the held-out part of ``examples`` is used, the
     same split training made with ``options.seed`` and ``options.eval_fraction``;
@@ -124,6 +95,7 @@ def evaluate_local(
         _, held = split_examples(examples, options.eval_fraction, options.seed)
         if not held:
             held, on_training_data = list(examples), True
+    model, tokenizer = engine.model, engine.tokenizer
     max_length = _max_length(model, options)
     encoded = encode_examples(tokenizer, held, max_length)
     loss, tokens = heldout_loss(model, encoded, pad_id(tokenizer), options.batch_size, options.bf16)
@@ -135,7 +107,7 @@ def evaluate_local(
     if to_decode:
         longest = max(e.num_targets for e in encoded) if encoded else 1
         budget = options.eval_max_new_tokens or longest + _ANSWER_SLACK_TOKENS
-        got = greedy_generate(model, tokenizer, [e.prompt for e in to_decode], budget)
+        got = greedy_generate(engine, [e.prompt for e in to_decode], budget)
         exact = sum(completions_match(e.completion, g) for e, g in zip(to_decode, got, strict=True)) / len(
             got
         )

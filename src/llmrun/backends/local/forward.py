@@ -71,6 +71,10 @@ class Session(Protocol):
         float32 argmax; a no-op unless the session was started ``argmax_only``."""
         ...
 
+    def join(self, other: Session) -> bool:
+        """Append ``other``'s rows after this session's (both between steps); False if they cannot share."""
+        ...
+
 
 # ----------------------------------------------------------------------------- linear layers
 
@@ -576,6 +580,7 @@ class _NativeSession:
         if compiled is not None:  # fixed shapes: rows stay, and cache lengths come in steps of 64
             self.can_select_rows = False
             capacity = -(-capacity // 64) * 64
+        self.capacity = capacity
         cache_shape = (batch, self.kv_heads, capacity, self.head_dim)
         self.k_cache = [torch.zeros(cache_shape, dtype=dtype, device=device) for _ in spec.layers]
         self.v_cache = [torch.zeros(cache_shape, dtype=dtype, device=device) for _ in spec.layers]
@@ -604,6 +609,46 @@ class _NativeSession:
 
     def refine_argmax(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         return self.head.refine(logits, tokens) if isinstance(self.head, ArgmaxHead) else tokens
+
+    def join(self, other: Session) -> bool:
+        """Append ``other``'s rows: both caches are right-aligned in one of the longer filled length.
+
+        Positions stay per row and earlier slots are masked out, so each row attends to what it did.
+        """
+        if not isinstance(other, _NativeSession) or not self._shares_weights_with(other):
+            return False
+        la, lb = self.length, other.length
+        width = max(la, lb)
+        capacity = width + max(self.capacity - la, other.capacity - lb)
+        ba = self.next_pos.shape[0]
+
+        def aligned(
+            a: torch.Tensor, b: torch.Tensor, fill: float
+        ) -> torch.Tensor:  # [B, ..., C] slots on dim 2
+            shape = (a.shape[0] + b.shape[0], *a.shape[1:2], capacity, *a.shape[3:])
+            out = torch.full(shape, fill, dtype=a.dtype, device=a.device)
+            out[:ba, :, width - la : width] = a[:, :, :la]
+            out[ba:, :, width - lb : width] = b[:, :, :lb]
+            return out
+
+        self.k_cache = [aligned(a, b, 0.0) for a, b in zip(self.k_cache, other.k_cache, strict=True)]
+        self.v_cache = [aligned(a, b, 0.0) for a, b in zip(self.v_cache, other.v_cache, strict=True)]
+        hidden = torch.finfo(self.dtype).min
+        mask = aligned(self.key_mask[:, None], other.key_mask[:, None], hidden)[:, 0]  # [B, C]
+        mask[:, width:] = 0.0  # slots written by later steps
+        self.key_mask, self.length, self.capacity = mask, width, capacity
+        self.step_mask = self._step_mask()
+        self.next_pos = torch.cat([self.next_pos, other.next_pos])
+        if self.rope.shape[0] < capacity:
+            self.rope = self._rope_table(capacity, self.rope.device)
+        return True
+
+    def _shares_weights_with(self, other: _NativeSession) -> bool:
+        if self.compiled is not None or other.compiled is not None or other.spec is not self.spec:
+            return False
+        if isinstance(self.head, ArgmaxHead) and isinstance(other.head, ArgmaxHead):
+            return self.head.screen is other.head.screen
+        return self.head is other.head
 
     def select_rows(self, rows: torch.Tensor) -> None:
         self.k_cache = [k.index_select(0, rows) for k in self.k_cache]
@@ -865,6 +910,9 @@ class _GenericSession:
 
     def refine_argmax(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         return tokens  # the whole head, always exact
+
+    def join(self, other: Session) -> bool:
+        return False  # transformers' caches of different lengths do not concatenate
 
     def select_rows(self, rows: torch.Tensor) -> None:
         self.cache.batch_select_indices(rows)

@@ -270,6 +270,7 @@ def load_model_and_tokenizer(name: str, settings: LoadSettings) -> tuple[Any, An
         raise ModelLoadError(f"could not load model {name!r}: {exc}") from exc
     model.to(device)
     model.eval()
+    model.requires_grad_(False)  # inference: training turns on what it trains
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
