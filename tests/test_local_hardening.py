@@ -293,3 +293,41 @@ def test_load_and_train_are_quiet(
     assert "Loading weights" not in err
     assert "Writing model shards" not in err
     assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == []
+
+
+def test_killed_run_resumes_past_a_damaged_checkpoint(
+    tiny_gpt_neox_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run killed after step 3 whose step-3 checkpoint is then truncated resumes from step 2
+    (kept by keep_checkpoints=2) and ends as the uninterrupted run does."""
+    options = TrainOptions(max_steps=4, save_every_steps=1, keep_checkpoints=2, learning_rate=1e-3)
+    model, tokenizer = _load(tiny_gpt_neox_dir)
+    reference = train_local(LocalEngine(model, tokenizer), DATA, options, tmp_path / "ref", progress=False)
+
+    real_save = checkpointing.save_checkpoint
+
+    def save_then_die(run_dir: Path, step: int, *args: Any, **kwargs: Any) -> Any:
+        saved = real_save(run_dir, step, *args, **kwargs)
+        if step == 3:
+            raise KeyboardInterrupt  # killed right after the step-3 checkpoint is in place
+        return saved
+
+    monkeypatch.setattr(checkpointing, "save_checkpoint", save_then_die)
+    run_dir = tmp_path / "run"
+    model, tokenizer = _load(tiny_gpt_neox_dir)
+    with pytest.raises(KeyboardInterrupt):
+        train_local(LocalEngine(model, tokenizer), DATA, options, run_dir, progress=False)
+    monkeypatch.undo()
+    newest = checkpointing.latest_checkpoint(run_dir)
+    assert newest is not None
+    assert newest.step == 3
+    weights = newest.path / "trainable.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # a torn write
+
+    model, tokenizer = _load(tiny_gpt_neox_dir)
+    resumed = train_local(
+        LocalEngine(model, tokenizer), DATA, options.merged(resume=True), run_dir, progress=False
+    )
+    assert [s for s, _ in resumed.loss_history] == [1, 2, 3, 4]
+    for (_, a), (_, b) in zip(resumed.loss_history, reference.loss_history, strict=True):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
