@@ -22,6 +22,7 @@ import argparse
 import os
 import socket
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -33,12 +34,20 @@ HUB_HOST = "huggingface.co"
 
 
 def hub_reachable(host: str = HUB_HOST, timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the hub opens within ``timeout`` seconds."""
-    try:
-        with socket.create_connection((host, 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    """Whether a TCP connection to the hub opens within ``timeout`` seconds (name lookup included)."""
+    result: list[bool] = []
+
+    def attempt() -> None:
+        try:
+            with socket.create_connection((host, 443), timeout=timeout):
+                result.append(True)
+        except OSError:
+            result.append(False)
+
+    worker = threading.Thread(target=attempt, daemon=True)  # a stuck DNS lookup ignores socket timeouts
+    worker.start()
+    worker.join(timeout)
+    return bool(result and result[0])
 
 
 def demo_config_text(cache: Path) -> str:
