@@ -104,3 +104,22 @@ def test_contradictory_bounds_name_the_field(constraints: dict[str, int], expect
 
         class Score(Type):
             value: kind = Context("a value", **constraints)  # type: ignore[valid-type]
+
+
+class Outer(Type):
+    inner: Inner | None = Context("defined further down")
+
+
+class Inner(Type):
+    size: int = Context("a size", ge=0)
+
+
+def test_forward_reference_is_checked_once_resolved() -> None:
+    result = FakeRunner()("x", output_type=Outer)  # resolved from the module when first used
+    assert isinstance(result, Outer)
+
+    class Holder(Type):
+        item: Missing | None = Context("a class that never gets defined")  # type: ignore[name-defined]  # noqa: F821
+
+    with pytest.raises(SchemaError, match=r"Holder refers to a class that is not defined.*model_rebuild"):
+        FakeRunner()("x", output_type=Holder)

@@ -223,8 +223,9 @@ def _find_cycle(
         try:
             cls.model_rebuild()
         except Exception as exc:  # pydantic's error for a name it cannot resolve
+            reason = str(exc).splitlines()[0]
             raise SchemaError(
-                f"{cls.__name__} refers to a class that is not defined ({exc}); define it, then call "
+                f"{cls.__name__} refers to a class that is not defined ({reason}); define it, then call "
                 f"{cls.__name__}.model_rebuild()"
             ) from None
     for name, info in cls.model_fields.items():
