@@ -100,12 +100,10 @@ def apply_umask(root: Path) -> None:
     mask = current_umask()
     os.chmod(root, 0o777 & ~mask)
     for dirpath, dirs, files in os.walk(root):
-        for name in dirs:
-            os.chmod(Path(dirpath) / name, 0o777 & ~mask)
-        for name in files:
+        for name, mode in [(d, 0o777) for d in dirs] + [(f, 0o666) for f in files]:
             path = Path(dirpath) / name
-            if not path.is_symlink():
-                os.chmod(path, 0o666 & ~mask)
+            if not path.is_symlink():  # never change what a link points to
+                os.chmod(path, mode & ~mask)
 
 
 def disk_full_error(exc: BaseException, where: Path) -> TrainingError | None:
