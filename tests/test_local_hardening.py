@@ -331,3 +331,13 @@ def test_killed_run_resumes_past_a_damaged_checkpoint(
     assert [s for s, _ in resumed.loss_history] == [1, 2, 3, 4]
     for (_, a), (_, b) in zip(resumed.loss_history, reference.loss_history, strict=True):
         assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
+
+
+def test_lora_helpers_raise_no_future_warnings(tiny_gpt_neox_dir: Path) -> None:
+    from llmrun.backends.local import lora
+
+    model, _ = _load(tiny_gpt_neox_dir)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lora.add_lora(model, TrainOptions(method="lora"))
+    assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == []
