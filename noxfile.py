@@ -6,7 +6,6 @@ test machines carry; an unpinned torch would pull a multi-GB CUDA build.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nox
@@ -65,21 +64,19 @@ def demo(session: nox.Session) -> None:
     """The seed's quickstart: pythia-70m answers the mountain question on the CPU.
 
     Where the hub is unreachable, the pythia-70m architecture with random weights
-    and the real tokenizer (from ../shared/assets) is laid out as a cached model
-    first, so the real loading code runs offline.
+    and the real tokenizer (from ../shared/assets) is laid out as a cached model in
+    .cache/hub, and llmrun.toml points the local backend there (offline), so the
+    README's `llmrun run ...` finds it from a plain shell too. Without the tokenizer
+    file the session stops with an error naming it.
     """
     session.install(TORCH)
     session.install("-e", ".[local]")
-    env: dict[str, str] = {}
-    if os.environ.get("HF_HUB_OFFLINE") == "1" or PYTHIA_TOKENIZER.is_file():
-        cache = ROOT / ".cache" / "hub"
-        session.run(
-            "python", "-m", "llmrun.testing.checkpoints", "install-demo-pythia",
-            "--tokenizer", str(PYTHIA_TOKENIZER), "--cache-dir", str(cache),
-        )  # fmt: skip
-        env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    session.run(
+        "python", "-m", "llmrun.testing.demo", "prepare",
+        "--root", str(ROOT), "--tokenizer", str(PYTHIA_TOKENIZER),
+    )  # fmt: skip
     session.run(
         "llmrun", "run", "EleutherAI/pythia-70m",
         "Question: What is the highest mountain in the world? Answer:",
-        "--max-new-tokens", "20", env=env,
+        "--max-new-tokens", "20",
     )  # fmt: skip

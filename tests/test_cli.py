@@ -59,9 +59,11 @@ def test_prompts_from_stdin_and_file(tmp_path: Path, capsys: pytest.CaptureFixtu
     ("args", "message"),
     [
         (["run", "m", "x", "--backend", "nope"], "unknown backend 'nope'"),
-        (["run", "m", "x", "--backend", "fake", "--max-new-tokens", "0"], "max_new_tokens=0 is invalid"),
-        (["run", "m", "x", "--backend", "fake", "--top-p", "3"], "top_p=3.0 is invalid"),
-        (["run", "m", "x", "--backend", "fake", "--device", "cpu"], "does not take option(s) device"),
+        (["run", "m", "x", "--backend", "fake", "--max-new-tokens", "0"], "--max-new-tokens 0 is invalid"),
+        (["run", "m", "x", "--backend", "fake", "--top-p", "3"], "--top-p 3.0 is invalid"),
+        (["run", "m", "x", "--backend", "fake", "--temperature", "nan"], "--temperature nan is invalid"),
+        (["run", "m", "x", "--backend", "fake", "--seed", str(2**70)], "--seed 1180591620717411303424 is"),
+        (["run", "m", "x", "--backend", "fake", "--device", "cpu"], "does not take option(s) --device"),
         (["run", "m", "--backend", "fake", "--file", "missing.txt"], "cannot read prompts from missing.txt"),
     ],
 )
@@ -116,3 +118,50 @@ def test_train_rejects_unknown_data_format(tmp_path: Path, capsys: pytest.Captur
     data.write_text("q a\n")
     assert main(["train", "m", str(data), "--backend", "fake"]) == 1
     assert "use a .jsonl" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--max-new-tokens", "0"], "--max-new-tokens 0 is invalid: it must be a positive integer"),
+        (["run", "--temperature", "-1"], "--temperature -1.0 is invalid"),
+        (["run", "--stop", ""], "--stop  is invalid: stop sequences must be non-empty"),
+        (["run", "--threads", "0"], "--threads 0 is invalid"),
+        (["train", "--epochs", "0"], "--epochs 0 is invalid: it must be an integer >= 1"),
+        (["train", "--learning-rate", "5"], "--learning-rate 5.0 is invalid"),
+    ],
+)
+def test_options_are_checked_before_the_model_loads(
+    args: list[str], message: str, tiny_gpt_neox_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model that cannot load (offline, not cached) proves the check ran first; flags, not keywords."""
+    command, *flags = args
+    data = tmp_path / "qa.jsonl"
+    data.write_text('{"input": "a", "output": "b"}\n')
+    where = ["x"] if command == "run" else [str(data)]
+    missing = str(tmp_path / "no-such-model")
+    assert main([command, missing, *where, *flags]) == 1
+    err = capsys.readouterr().err
+    assert message in err
+    assert "_" not in err.split(" is invalid")[0]  # the flag's name, not the keyword
+    assert "no-such-model" not in err
+
+
+def test_train_checks_the_data_file_before_loading(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["train", str(tmp_path / "no-such-model"), str(tmp_path / "missing.jsonl")]) == 1
+    assert "data file" in capsys.readouterr().err
+
+
+def test_threads_flag_reaches_the_local_backend(
+    tiny_gpt_neox_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    torch = pytest.importorskip("torch", reason="the local backend")
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert main(["run", str(tiny_gpt_neox_dir), "hi", "--max-new-tokens", "2", "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

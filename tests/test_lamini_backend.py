@@ -583,7 +583,7 @@ def test_missing_lamini_client_is_a_dependency_error(monkeypatch: pytest.MonkeyP
     for name in [m for m in sys.modules if m.startswith("llmrun.backends.lamini")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "lamini", None)
-    with pytest.raises(DependencyError, match=r'pip install "llmrun\[lamini\]"'):
+    with pytest.raises(DependencyError, match=r'pip install -e "\.\[lamini\]"'):
         importlib.import_module("llmrun.backends.lamini")
 
 

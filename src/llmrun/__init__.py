@@ -108,6 +108,11 @@ _LAZY = {
 }
 
 
+def __dir__() -> list[str]:
+    """The module's names, the lazily loaded ones included (for ``dir()`` and completion)."""
+    return sorted(set(globals()) | set(__all__))
+
+
 def __getattr__(name: str) -> Any:
     import importlib
 

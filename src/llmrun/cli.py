@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from llmrun.__about__ import __version__
-from llmrun.errors import InvalidInputError, LLMRunError
+from llmrun.errors import ConfigurationError, InvalidInputError, LLMRunError
 
 _EPILOG = """examples:
   llmrun run EleutherAI/pythia-70m "Question: What is the highest mountain in the world? Answer:"
@@ -56,10 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", help="local backend: auto (default), cpu, cuda, cuda:N")
     run.add_argument("--dtype", help="local backend: auto (default), float32, bfloat16, float16")
     run.add_argument("--quantize", help="local backend: none (default) or int8 (CPU, approximate)")
+    run.add_argument("--threads", type=int, help="local backend: CPU threads (default: the free cores)")
     run.add_argument("--max-new-tokens", type=int, help="most tokens to generate per prompt (default 128)")
     run.add_argument("--temperature", type=float, help="0 (default) is greedy and deterministic")
     run.add_argument("--top-p", type=float, help="nucleus sampling, in (0, 1]")
     run.add_argument("--top-k", type=int, help="sample from the k most likely tokens")
+    run.add_argument("--repetition-penalty", type=float, help="above 1.0 discourages repeats (default 1.0)")
     run.add_argument("--seed", type=int, help="random seed for sampling")
     run.add_argument("--stop", action="append", help="stop sequence (repeatable)")
     run.add_argument("--json", action="store_true", help="print one JSON object per prompt")
@@ -96,6 +98,7 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output-key", default="output", help="field holding the answer (default: output)")
     parser.add_argument("--backend", help="local (default), lamini, or an installed plugin")
     parser.add_argument("--device", help="local backend: auto (default), cpu, cuda, cuda:N")
+    parser.add_argument("--threads", type=int, help="local backend: CPU threads (default: the free cores)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -123,21 +126,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def _flag(name: str) -> str:
+    """The command-line flag of an option: ``max_new_tokens`` -> ``--max-new-tokens``."""
+    return "--" + name.replace("_", "-")
+
+
+def _load(args: argparse.Namespace, options: dict[str, Any]) -> Any:
+    """Build the runner; settings errors name this command's flags."""
+    from llmrun.registry import build_runner
+
+    return build_runner(args.model, args.backend, options, argument_label=_flag)
+
+
+def _backend_options(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    chosen = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    if chosen.get("threads", 1) < 1:
+        raise InvalidInputError(f"--threads {chosen['threads']} is invalid: use a positive number of threads")
+    return chosen
+
+
 def _run(args: argparse.Namespace) -> int:
-    from llmrun.registry import load
+    from llmrun.generation import option_problem
 
     prompts = _read_prompts(args.prompts, args.file)
-    local = (("device", args.device), ("dtype", args.dtype), ("quantize", args.quantize))
-    options: dict[str, Any] = {k: v for k, v in local if v}
-    runner = load(args.model, args.backend, **options)
     overrides = {
         "max_new_tokens": args.max_new_tokens,
         "temperature": args.temperature,
         "top_p": args.top_p,
         "top_k": args.top_k,
+        "repetition_penalty": args.repetition_penalty,
         "seed": args.seed,
         "stop": tuple(args.stop) if args.stop else None,
     }
+    for name, value in overrides.items():  # checked before a model takes seconds to load
+        problem = None if value is None else option_problem(name, value)
+        if problem:
+            shown = " ".join(value) if isinstance(value, tuple) else value
+            raise InvalidInputError(f"{_flag(name)} {shown} is invalid: {problem}")
+    runner = _load(args, _backend_options(args, "device", "dtype", "quantize", "threads"))
     outputs = runner.generate(prompts, **overrides)
     for prompt, output in zip(prompts, outputs, strict=True):
         if args.json:
@@ -147,35 +173,50 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_or_eval(args: argparse.Namespace) -> int:
-    from llmrun.compat.engines import BasicModelRunner
+def _train_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The training flags given, checked one by one so an error names its flag."""
+    from llmrun.training import TrainOptions
 
-    options: dict[str, Any] = {"device": args.device} if args.device else {}
-    if getattr(args, "runs_dir", None):
-        options["runs_dir"] = args.runs_dir
-    runner = BasicModelRunner(args.model, backend=args.backend, **options)
-    suffix = args.data.suffix.lower()
-    if suffix in (".jsonl", ".json", ".ndjson"):
-        runner.load_data_from_jsonlines(args.data, input_key=args.input_key, output_key=args.output_key)
-    elif suffix == ".csv":
-        runner.load_data_from_csv(args.data, input_key=args.input_key, output_key=args.output_key)
-    else:
-        raise InvalidInputError(f"{args.data}: use a .jsonl (one JSON object per line) or .csv file")
-    if args.command == "eval":
-        report = runner.evaluate()
-        print(json.dumps(report.to_dict(), indent=2) if args.json else report)
-        return 0
-    train_options = {
+    given = {
         "epochs": args.epochs,
         "max_steps": args.max_steps,
         "learning_rate": args.learning_rate,
         "batch_size": args.batch_size,
     }
-    chosen = {k: v for k, v in train_options.items() if v is not None}
+    chosen = {k: v for k, v in given.items() if v is not None}
+    for name, value in chosen.items():
+        try:
+            TrainOptions.from_kwargs(**{name: value})
+        except ConfigurationError as exc:
+            raise ConfigurationError(
+                str(exc).replace(f"training option {name}=", f"{_flag(name)} ")
+            ) from None
     if args.lora:
         chosen["method"] = "lora"
     if args.resume:
         chosen["resume"] = True
+    return chosen
+
+
+def _train_or_eval(args: argparse.Namespace) -> int:
+    suffix = args.data.suffix.lower()
+    if suffix not in (".jsonl", ".json", ".ndjson", ".csv"):
+        raise InvalidInputError(f"{args.data}: use a .jsonl (one JSON object per line) or .csv file")
+    if not args.data.is_file():
+        raise InvalidInputError(f"data file {args.data} does not exist; check the path")
+    chosen = _train_options(args) if args.command == "train" else {}
+    from llmrun.compat.engines import BasicModelRunner  # the 2023 facade holds the training data
+
+    options = _backend_options(args, "device", "threads", "runs_dir")
+    runner = BasicModelRunner(args.model, backend=args.backend, **options)
+    if suffix == ".csv":
+        runner.load_data_from_csv(args.data, input_key=args.input_key, output_key=args.output_key)
+    else:
+        runner.load_data_from_jsonlines(args.data, input_key=args.input_key, output_key=args.output_key)
+    if args.command == "eval":
+        report = runner.evaluate()
+        print(json.dumps(report.to_dict(), indent=2) if args.json else report)
+        return 0
     result = runner.train(**chosen)
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,10 +43,13 @@ class GenerationConfig:
     retries: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.stop, str):
-            object.__setattr__(self, "stop", (self.stop,))
-        elif not isinstance(self.stop, tuple):
-            object.__setattr__(self, "stop", tuple(self.stop))
+        stop = self.stop
+        if isinstance(stop, str):
+            object.__setattr__(self, "stop", (stop,))
+        elif isinstance(stop, list | tuple):
+            object.__setattr__(self, "stop", tuple(stop))
+        else:  # a number, bytes, a dict...: not a sequence of strings
+            raise InvalidInputError(f"stop={stop!r} is invalid: {_RULES['stop']}")
         _check(self)
 
     def merged(self, **overrides: Any) -> GenerationConfig:
@@ -75,35 +79,62 @@ class GenerationConfig:
         return self.temperature == 0.0
 
 
+#: The most and least seeds torch's generators take.
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+
+_RULES = {
+    "max_new_tokens": "it must be a positive integer, e.g. 64",
+    "temperature": "it must be a finite number >= 0 (0 means greedy decoding)",
+    "top_p": "it must be a finite number in (0, 1]; 1.0 turns nucleus sampling off",
+    "top_k": "it must be a positive integer, or unset to turn top-k off",
+    "repetition_penalty": "it must be a finite number > 0 (1.0 means none)",
+    "stop": "stop sequences must be non-empty strings (one string or a list of them)",
+    "seed": "it must be an integer from -2**63 to 2**64 - 1, or unset",
+    "retries": f"it must be an integer from 0 to {MAX_RETRIES} (0: no validation retries)",
+}
+
+
+def option_problem(name: str, value: object) -> str | None:
+    """Why ``value`` is not a valid ``name`` (the rule it breaks), or None when it is valid.
+
+    The CLI uses it to check its flags before loading a model.
+    """
+    if name == "stop":
+        items = (value,) if isinstance(value, str) else value
+        ok = isinstance(items, list | tuple) and all(isinstance(s, str) and s for s in items)
+    elif name in ("max_new_tokens", "top_k"):
+        ok = _is_int(value) and value > 0  # type: ignore[operator]
+    elif name == "seed":
+        ok = _is_int(value) and SEED_MIN <= value <= SEED_MAX  # type: ignore[operator]
+    elif name == "temperature":
+        ok = _is_finite(value) and value >= 0  # type: ignore[operator]
+    elif name == "top_p":
+        ok = _is_finite(value) and 0 < value <= 1  # type: ignore[operator]
+    elif name == "repetition_penalty":
+        ok = _is_finite(value) and value > 0  # type: ignore[operator]
+    elif name == "retries":
+        ok = _is_int(value) and 0 <= value <= MAX_RETRIES  # type: ignore[operator]
+    else:
+        return None
+    return None if ok else _RULES[name]
+
+
 def _check(cfg: GenerationConfig) -> None:
-    def bad(name: str, value: object, rule: str) -> InvalidInputError:
-        return InvalidInputError(f"{name}={value!r} is invalid: {rule}")
-
-    n = cfg.max_new_tokens
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
-        raise bad("max_new_tokens", n, "it must be a positive integer, e.g. max_new_tokens=64")
-    if not _is_number(cfg.temperature) or cfg.temperature < 0:
-        raise bad("temperature", cfg.temperature, "it must be a number >= 0 (0 means greedy decoding)")
-    if not _is_number(cfg.top_p) or not 0 < cfg.top_p <= 1:
-        raise bad("top_p", cfg.top_p, "it must be in (0, 1]; 1.0 turns nucleus sampling off")
-    k = cfg.top_k
-    if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k <= 0):
-        raise bad("top_k", k, "it must be a positive integer, or None to turn top-k off")
-    if not _is_number(cfg.repetition_penalty) or cfg.repetition_penalty <= 0:
-        raise bad("repetition_penalty", cfg.repetition_penalty, "it must be a number > 0 (1.0 means none)")
-    for s in cfg.stop:
-        if not isinstance(s, str) or not s:
-            raise bad("stop", cfg.stop, "stop sequences must be non-empty strings")
-    seed = cfg.seed
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-        raise bad("seed", seed, "it must be an integer or None")
-    r = cfg.retries
-    if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r <= MAX_RETRIES:
-        raise bad("retries", r, f"it must be an integer from 0 to {MAX_RETRIES} (0: no validation retries)")
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if value is None and f.name in ("max_new_tokens", "top_k", "seed"):
+            continue
+        problem = option_problem(f.name, value)
+        if problem:
+            raise InvalidInputError(f"{f.name}={value!r} is invalid: {problem}")
 
 
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_finite(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:

@@ -12,6 +12,7 @@ or at run time with :func:`register_backend`.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -73,11 +74,22 @@ def load(model: str | None = None, backend: str | None = None, **options: Any) -
     """Build a runner for ``model`` on ``backend``.
 
     Settings resolve as explicit arguments > ``LLMRUN_*`` environment variables >
-    the config file > defaults (backend ``local``, model ``EleutherAI/pythia-70m``).
+    the config file > defaults (backend ``local``, model ``EleutherAI/pythia-70m``),
+    and every value is validated before the runner is built (see :mod:`llmrun.config`).
     ``generation`` (a :class:`~llmrun.GenerationConfig`) and ``template`` go to
-    every runner; other options belong to the backend (e.g. ``device``, ``dtype``
-    for ``local``; ``api_key``, ``timeout`` for ``lamini``).
+    every runner; other options belong to the backend (e.g. ``device``, ``dtype``,
+    ``threads`` for ``local``; ``api_key``, ``timeout`` for ``lamini``).
     """
+    return build_runner(model, backend, options)
+
+
+def build_runner(
+    model: str | None,
+    backend: str | None,
+    options: dict[str, Any],
+    argument_label: Callable[[str], str] | None = None,
+) -> ModelRunner:
+    """:func:`load`, with ``argument_label`` naming explicit options in errors (the CLI's flags)."""
     file_settings = read_config_file()
     backend_name, model_name = resolve_backend_and_model(backend, model, file_settings)
 
@@ -85,7 +97,9 @@ def load(model: str | None = None, backend: str | None = None, **options: Any) -
         runner_cls = get_backend(backend_name)
         rest = dict(options)
         common = {k: rest.pop(k) for k in ("generation", "template") if k in rest}
-        resolved = resolve_options(runner_cls, backend_name, rest, file_settings)
+        resolved = resolve_options(
+            runner_cls, backend_name, rest, file_settings, argument_label=argument_label
+        )
         return runner_cls(model_name, **common, **resolved)
 
     # the one hook of llmrun.testing.override (and cassettes): tests may swap what is built

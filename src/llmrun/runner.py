@@ -38,6 +38,7 @@ from llmrun.retries import acomplete_validated, complete_validated
 from llmrun.schema import (
     Type,
     check_output_type,
+    check_prompt_text,
     check_template,
     output_json_schema,
     parse_output,
@@ -455,5 +456,5 @@ def _render_one(index: int, item: object, output_type: type[Type] | None, templa
     if isinstance(item, str) and not item.strip():
         raise InvalidInputError(f"prompt {index} is empty; give the model some text to continue")
     if isinstance(item, str) and output_type is None:
-        return item
-    return render_prompt(item, output_type, template)
+        return check_prompt_text(index, item)
+    return check_prompt_text(index, render_prompt(item, output_type, template))

@@ -23,8 +23,10 @@ import typing
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import SchemaError as CoreSchemaError
+from pydantic_core import SchemaValidator, core_schema
 
-from llmrun.errors import OutputValidationError, SchemaError
+from llmrun.errors import InvalidInputError, OutputValidationError, SchemaError
 
 __all__ = [
     "DEFAULT_TEMPLATE",
@@ -74,7 +76,24 @@ def Context(description: str = "", **constraints: Any) -> Any:  # noqa: N802 - t
             f"Context() got unknown constraint(s) {', '.join(unknown)}; "
             f"supported are: {', '.join(sorted(_CONSTRAINTS))}"
         )
+    pattern = constraints.get("pattern")
+    if pattern is not None:
+        _check_pattern(pattern)
     return Field(description=description, **constraints)
+
+
+def _check_pattern(pattern: object) -> None:
+    """The pattern must compile with the regex engine pydantic validates with."""
+    if not isinstance(pattern, str):
+        raise SchemaError(f"Context(pattern={pattern!r}): a pattern must be a str regular expression")
+    try:
+        SchemaValidator(core_schema.str_schema(pattern=pattern))
+    except CoreSchemaError as exc:
+        detail = str(exc).strip().splitlines()[-1]
+        raise SchemaError(
+            f"Context(pattern={pattern!r}): pattern={pattern!r} is not a valid regular expression "
+            f"({detail}); escape literal brackets and parentheses with a backslash"
+        ) from None
 
 
 class Type(BaseModel):
@@ -124,13 +143,47 @@ class Type(BaseModel):
                     f"{cls.__name__}.{name} has no description; every field of a Type needs one: "
                     f'declare it as `{name}: {_type_name(info.annotation)} = Context("what {name} holds")`'
                 )
-            problem = _unsupported(info.annotation)
-            if problem:
-                raise SchemaError(
-                    f"{cls.__name__}.{name} has the unsupported type {_type_name(info.annotation)} "
-                    f"({problem}); use str, int, float, bool, Literal, Enum, Optional, list of those, "
-                    "a nested Type, dict or dict[str, X]"
-                )
+        if cls.__pydantic_complete__:  # else a forward reference: checked once the class is complete
+            _check_fields(cls)
+
+    @classmethod
+    def __pydantic_on_complete__(cls) -> None:
+        """Check field types and bounds once forward references are resolved (pydantic >= 2.12)."""
+        super().__pydantic_on_complete__()
+        if cls.model_fields:  # not for Type itself, completed before this module's helpers exist
+            _check_fields(cls)
+
+
+def _check_fields(cls: type[Type]) -> None:
+    """Every field has a supported type and bounds that leave some value."""
+    for name, info in cls.model_fields.items():
+        problem = _unsupported(info.annotation)
+        if problem:
+            raise SchemaError(
+                f"{cls.__name__}.{name} has the unsupported type {_type_name(info.annotation)} "
+                f"({problem}); use str, int, float, bool, Literal, Enum, Optional, list of those, "
+                "a nested Type, dict or dict[str, X]"
+            )
+        bounds = {
+            attr: value
+            for m in info.metadata
+            for attr in ("ge", "gt", "le", "lt", "min_length", "max_length")
+            if (value := getattr(m, attr, None)) is not None
+        }
+        for low, high in (
+            ("ge", "le"),
+            ("gt", "lt"),
+            ("ge", "lt"),
+            ("gt", "le"),
+            ("min_length", "max_length"),
+        ):
+            if low in bounds and high in bounds:
+                inclusive = low in ("ge", "min_length") and high in ("le", "max_length")
+                if bounds[low] > bounds[high] or (not inclusive and bounds[low] == bounds[high]):
+                    raise SchemaError(
+                        f"{cls.__name__}.{name}: {low}={bounds[low]} and {high}={bounds[high]} leave no "
+                        "value; make the lower bound smaller than the upper one"
+                    )
 
 
 def _unsupported(annotation: Any, in_list: bool = False) -> str | None:
@@ -174,8 +227,13 @@ def _type_name(annotation: Any) -> str:
 
 
 def check_output_type(output_type: object) -> type[Type]:
-    """Return ``output_type`` if it is a :class:`Type` subclass, else raise :class:`SchemaError`."""
+    """Return ``output_type`` if it is a usable :class:`Type` subclass, else raise :class:`SchemaError`.
+
+    Usable means complete (forward references resolved) and finite: a recursive
+    Type has no bounded JSON shape to generate.
+    """
     if isinstance(output_type, type) and issubclass(output_type, Type) and output_type is not Type:
+        _check_finite(output_type)
         return output_type
     if isinstance(output_type, Type):
         hint = f"pass the class {type(output_type).__name__}, not an instance of it"
@@ -184,6 +242,61 @@ def check_output_type(output_type: object) -> type[Type]:
     else:
         hint = "define `class Answer(Type): answer: str = Context('...')` and pass output_type=Answer"
     raise SchemaError(f"output_type must be a subclass of llmrun.Type, got {output_type!r}; {hint}")
+
+
+@functools.cache
+def _check_finite(output_type: type[Type]) -> None:
+    found = _find_cycle(output_type, [])
+    if found:
+        cycle, target = found
+        steps = " -> ".join(f"{cls.__name__}.{field}" for cls, field in cycle)
+        raise SchemaError(
+            f"{output_type.__name__} is recursive ({steps} refers back to {target.__name__}), so it has "
+            "no bounded JSON shape to generate; as an output_type, spell out the levels you need with "
+            "separate Types (Node -> Child -> Leaf)"
+        )
+
+
+def _find_cycle(
+    cls: type[Type], path: list[tuple[type[Type], str]]
+) -> tuple[list[tuple[type[Type], str]], type[Type]] | None:
+    if not cls.__pydantic_complete__:
+        try:
+            cls.model_rebuild()
+        except Exception as exc:  # pydantic's error for a name it cannot resolve
+            reason = str(exc).splitlines()[0]
+            raise SchemaError(
+                f"{cls.__name__} refers to a class that is not defined ({reason}); define it, then call "
+                f"{cls.__name__}.model_rebuild()"
+            ) from None
+    for name, info in cls.model_fields.items():
+        for nested in _nested_types(info.annotation):
+            here = [*path, (cls, name)]
+            if nested in [c for c, _ in here]:
+                return here, nested
+            found = _find_cycle(nested, here)
+            if found:
+                return found
+    return None
+
+
+def _nested_types(annotation: Any) -> list[type[Type]]:
+    if isinstance(annotation, type) and issubclass(annotation, Type):
+        return [annotation]
+    return [t for arg in get_args(annotation) for t in _nested_types(arg)]
+
+
+def check_prompt_text(index: int, text: str) -> str:
+    """``text`` if it can be encoded as UTF-8 (no lone surrogates), else :class:`InvalidInputError`."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInputError(
+            f"prompt {index} holds a lone surrogate ({text[exc.start]!r}) at position {exc.start}, which is "
+            "not text any model can read; it usually comes from decoding bytes with errors='surrogateescape' "
+            "or from a broken JSON escape: decode the input as UTF-8 first"
+        ) from None
+    return text
 
 
 def check_template(template: str | None) -> str:

@@ -1,6 +1,6 @@
 """The Lamini backend: the Lamini cloud through the real ``lamini`` client.
 
-Install with ``pip install "llmrun[lamini]"``. See :class:`LaminiRunner`.
+Install with ``pip install -e ".[lamini]"`` in a checkout (see the README). See :class:`LaminiRunner`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise DependencyError(
         f"the lamini backend needs the lamini client ({exc.name} is missing); "
-        'install it with: pip install "llmrun[lamini]"'
+        'install the lamini extra: pip install -e ".[lamini]" in an llmrun checkout (see the README)'
     ) from exc
 
 from llmrun.backends.lamini.runner import LaminiRunner

@@ -6,12 +6,23 @@ every file is fsynced, and only then is the folder renamed to
 ``.tmp-*`` folder that is ignored and later removed, so the last good
 checkpoint is never touched. Older checkpoints are pruned only after a newer
 one is in place.
+
+Each checkpoint carries a manifest of its files' SHA-256 sums. Resuming checks
+it first: a truncated or altered checkpoint is skipped, with a warning, for the
+newest older one that ``keep_checkpoints`` kept. Folders and files get the
+permissions the umask gives (not the 0700 of a temporary folder), and a full disk
+is reported as such. A completed run keeps only its final checkpoint, without
+the optimizer's moments (twice the weights' size, needed only to take more
+steps, which a completed run never does): resuming it still finds where it ended.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
+import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -27,11 +38,16 @@ from safetensors.torch import load_file, save_file
 
 from llmrun.errors import TrainingError
 
+log = logging.getLogger("llmrun.training")
+
 CHECKPOINTS_DIR = "checkpoints"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 _WEIGHTS = "trainable.safetensors"
 _OPTIMIZER = "optimizer.pt"
 _STATE = "state.json"
+_MANIFEST = "manifest.json"
+#: Less free space than this after a failed write means the disk filled up.
+_FULL_DISK_BYTES = 16 * 1024 * 1024
 _TMP_PREFIX = ".tmp-"
 _OLD_PREFIX = ".old-"
 
@@ -61,19 +77,74 @@ def _fsync_tree(root: Path) -> None:
         _fsync_dir(Path(dirpath))
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the platform allows."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it, and put it back at once
+    os.umask(mask)
+    return mask
+
+
+def apply_umask(root: Path) -> None:
+    """Give ``root`` and everything in it the modes a plain ``mkdir``/``open`` would have.
+
+    ``tempfile.mkdtemp`` makes folders 0700 and some writers make files 0600;
+    a tuned model must be as readable as any other file its owner writes.
+    """
+    mask = current_umask()
+    os.chmod(root, 0o777 & ~mask)
+    for dirpath, dirs, files in os.walk(root):
+        for name, mode in [(d, 0o777) for d in dirs] + [(f, 0o666) for f in files]:
+            path = Path(dirpath) / name
+            if not path.is_symlink():  # never change what a link points to
+                os.chmod(path, mode & ~mask)
+
+
+def disk_full_error(exc: BaseException, where: Path) -> TrainingError | None:
+    """A :class:`TrainingError` that says the disk is full, when ``exc`` came from a full disk.
+
+    Writers report it differently: an ``OSError`` with ENOSPC, safetensors' "os error 28",
+    or torch's bare "unexpected pos" with no space left behind it.
+    """
+    text = str(exc)
+    full = isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    full = full or "No space left on device" in text or "os error 28" in text.lower()
+    if not full:
+        try:
+            full = shutil.disk_usage(where).free < _FULL_DISK_BYTES
+        except OSError:
+            full = False
+    if not full:
+        return None
+    return TrainingError(
+        f"the disk is full (ENOSPC: No space left on device) while writing {where}; free some space "
+        "there or choose another folder (runs_dir=...), then resume with resume=True. "
+        f"The writer said: {text}"
+    )
+
+
 @contextlib.contextmanager
 def atomic_directory(final: Path) -> Iterator[Path]:
     """Yield an empty temporary folder that becomes ``final`` when the block succeeds.
 
     The folder is fsynced and renamed into place; an existing ``final`` is
     replaced only after the new content is complete. If the block raises, the
-    temporary folder is removed and ``final`` is left as it was.
+    temporary folder is removed and ``final`` is left as it was; a full disk
+    raises :class:`TrainingError` saying so. The folder and its files get the
+    umask's permissions.
     """
     parent = final.parent
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{final.name}-", dir=parent))
     try:
         yield tmp
+        apply_umask(tmp)
         _fsync_tree(tmp)
         if final.exists():
             old = parent / f"{_OLD_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
@@ -84,9 +155,47 @@ def atomic_directory(final: Path) -> Iterator[Path]:
         else:
             os.replace(tmp, final)
             _fsync_dir(parent)
+    except TrainingError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except Exception as exc:
+        full = disk_full_error(exc, parent)
+        shutil.rmtree(tmp, ignore_errors=True)
+        if full is not None:
+            raise full from exc
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def ensure_writable(folder: Path) -> None:
+    """Fail now, not after an epoch, when ``folder`` cannot be created or written to.
+
+    Folders this check creates are removed again, so a failed check leaves nothing.
+    """
+    folder = Path(folder)
+    created: list[Path] = []
+    probe = folder / f"{_TMP_PREFIX}write-check-{uuid.uuid4().hex[:8]}"
+    try:
+        for part in reversed([folder, *folder.parents]):
+            if not part.exists():
+                part.mkdir()
+                created.append(part)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise TrainingError(
+            f"cannot write the run directory {folder}: {exc.strerror or exc}; nothing was trained and the "
+            "model is unchanged. Training saves checkpoints and the tuned model there: choose a writable "
+            "folder (runs_dir=..., LLMRUN_RUNS_DIR or --runs-dir)"
+        ) from None
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink(missing_ok=True)
+        for part in reversed(created):
+            with contextlib.suppress(OSError):
+                part.rmdir()
 
 
 def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
@@ -100,6 +209,12 @@ def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        full = disk_full_error(exc, path.parent)
+        if full is not None:
+            raise full from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -148,9 +263,73 @@ def save_checkpoint(
             tmp / _OPTIMIZER,
         )
         (tmp / _STATE).write_text(json.dumps(dict(state), indent=2, sort_keys=True), encoding="utf-8")
+        _write_manifest(tmp)
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old.path, ignore_errors=True)
     return Checkpoint(final, step)
+
+
+def finish_checkpoints(run_dir: Path) -> None:
+    """Slim the checkpoints of a completed run to its final one, without optimizer moments.
+
+    AdamW keeps two moments per weight: for a full fine-tune of pythia-70m that is
+    560 MB of a 840 MB checkpoint, needed only to take further steps, which a
+    completed run never takes (``resume=True`` on it loads the final state and
+    stops). The final checkpoint is rewritten atomically; older ones are removed.
+    """
+    found = list_checkpoints(Path(run_dir))
+    if not found:
+        return
+    final = found[-1]
+    saved = torch.load(final.path / _OPTIMIZER, map_location="cpu", weights_only=True)
+    if saved["optimizer"].get("state"):
+        saved["optimizer"]["state"] = {}
+        with atomic_directory(final.path) as tmp:
+            for name in (_WEIGHTS, _STATE):
+                try:
+                    os.link(final.path / name, tmp / name)  # same file system: no copy
+                except OSError:
+                    shutil.copyfile(final.path / name, tmp / name)
+            torch.save(saved, tmp / _OPTIMIZER)
+            _write_manifest(tmp)
+    for old in found[:-1]:
+        shutil.rmtree(old.path, ignore_errors=True)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _write_manifest(folder: Path) -> None:
+    sums = {name: _sha256(folder / name) for name in (_WEIGHTS, _OPTIMIZER, _STATE)}
+    (folder / _MANIFEST).write_text(json.dumps(sums, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def checkpoint_problem(checkpoint: Checkpoint) -> str | None:
+    """Why ``checkpoint`` cannot be trusted (truncated, altered, unreadable), or None when it is sound.
+
+    With a manifest every file's SHA-256 must match; a checkpoint written before
+    manifests existed must at least read back completely.
+    """
+    path = checkpoint.path
+    manifest = path / _MANIFEST
+    try:
+        if manifest.is_file():
+            sums = json.loads(manifest.read_text(encoding="utf-8"))
+            for name in (_WEIGHTS, _OPTIMIZER, _STATE):
+                if sums.get(name) != _sha256(path / name):
+                    return f"{name} does not match its checksum (truncated or altered)"
+            return None
+        load_file(str(path / _WEIGHTS))
+        torch.load(path / _OPTIMIZER, map_location="cpu", weights_only=True)
+        json.loads((path / _STATE).read_text(encoding="utf-8"))
+    except Exception as exc:  # any reader's failure means the same thing here: unusable
+        return f"it cannot be read ({type(exc).__name__}: {exc})"
+    return None
 
 
 def remove_stale_temporaries(root: Path) -> None:
@@ -190,8 +369,28 @@ def load_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
+    *,
+    fallback: bool = True,
 ) -> dict[str, Any]:
-    """Restore trainable weights, optimizer, scheduler and RNG; return the loop state."""
+    """Restore trainable weights, optimizer, scheduler and RNG; return the loop state.
+
+    ``checkpoint`` is checked before anything is restored. When it is damaged and
+    ``fallback`` is on, the newest older sound checkpoint of the same run is used
+    instead, with a warning (the returned state says which step); when there is
+    none, :class:`TrainingError` says what to do.
+    """
+    problem = checkpoint_problem(checkpoint)
+    if problem is not None:
+        older = [c for c in list_checkpoints(checkpoint.path.parent.parent) if c.step < checkpoint.step]
+        if not fallback or not older:
+            raise TrainingError(
+                f"cannot resume from checkpoint {checkpoint.path}: {problem}, and no older checkpoint of "
+                "this run is kept; start a new run directory (keep_checkpoints=2 or more keeps a spare)"
+            )
+        log.warning(
+            "checkpoint %s is damaged (%s); resuming from %s", checkpoint.path, problem, older[-1].path
+        )
+        return load_checkpoint(older[-1], model, optimizer, scheduler, fallback=fallback)
     path = checkpoint.path
     try:
         weights = load_file(str(path / _WEIGHTS))

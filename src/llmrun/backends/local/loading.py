@@ -8,14 +8,19 @@ with a message saying how to get it there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from llmrun.backends.local.threads import apply_threads, check_threads
 from llmrun.errors import ConfigurationError, DeviceError, ModelLoadError, ModelNotFoundError
 from llmrun.training import resolve_model_dir
 
@@ -30,6 +35,10 @@ _DTYPES = {
 }
 _WEIGHT_FILES_SAFE = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors")
 _WEIGHT_FILES_PICKLE = ("pytorch_model.bin", "pytorch_model.bin.index.json", "adapter_model.bin")
+#: Device types llmrun runs on; others (``meta``, ``xla``, ...) hold no usable weights here.
+_DEVICE_TYPES = ("cpu", "cuda", "mps")
+#: A hub id: ``name`` or ``owner/name`` of letters, digits, ``-``, ``_`` and ``.``, as the hub allows.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
 
 
 @dataclass(frozen=True)
@@ -42,6 +51,18 @@ class LoadSettings:
     allow_pickle: bool = False
     revision: str | None = None
     cache_dir: str | None = None
+    threads: int | None = None
+    offline: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("trust_remote_code", "allow_pickle", "offline"):
+            value = getattr(self, name)
+            if not isinstance(value, bool):  # a string such as "no" must never count as True
+                raise ConfigurationError(
+                    f"option {name}={value!r} is invalid: it must be True or False, not "
+                    f"{type(value).__name__}; pass {name}=True or {name}=False"
+                )
+        check_threads(self.threads)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -56,6 +77,11 @@ def resolve_device(device: str) -> torch.device:
         raise ConfigurationError(
             f"device {device!r} is not a device name; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
         ) from None
+    if resolved.type not in _DEVICE_TYPES:
+        raise ConfigurationError(
+            f"device {device!r} is not supported by the local backend; use 'auto', 'cpu', 'cuda', "
+            "'cuda:N' or 'mps'"
+        )
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
             raise DeviceError(
@@ -92,6 +118,8 @@ def locate_model(name: str, settings: LoadSettings) -> Path | str:
 
     Offline, the hub id must already be in the cache.
     """
+    if "\x00" in name:
+        raise ModelNotFoundError(f"model name {name!r} contains a NUL character; check how it was built")
     path = Path(name).expanduser()
     if path.is_dir():
         path = resolve_model_dir(path)
@@ -101,17 +129,67 @@ def locate_model(name: str, settings: LoadSettings) -> Path | str:
         raise ModelNotFoundError(
             f"model {name!r} is not a folder with a checkpoint, nor a hub id like 'EleutherAI/pythia-70m'"
         )
-    if is_offline() and not _in_cache(name, settings):
+    if not _HUB_ID.match(name):
         raise ModelNotFoundError(
-            f"model {name!r} is not in the Hugging Face cache ({cache_dir(settings)}) and HF_HUB_OFFLINE=1 "
-            f"forbids downloading it; download it once online (`hf download {name}`), point HF_HUB_CACHE "
-            "at a cache that has it, or pass the path of a local checkpoint folder"
+            f"model {name!r} is neither an existing folder nor a hub id: a hub id looks like "
+            "'EleutherAI/pythia-70m' (letters, digits, '-', '_' and '.', no spaces); for a folder, "
+            "check the path"
         )
+    if is_offline(settings) and not _in_cache(name, settings):
+        raise ModelNotFoundError(
+            f"model {name!r} is not in the Hugging Face cache ({cache_dir(settings)}) and offline mode "
+            f"(HF_HUB_OFFLINE=1 or offline=True) forbids downloading it; download it once online "
+            f"(`hf download {name}`), point HF_HUB_CACHE (or cache_dir) at a cache that has it, or pass the "
+            "path of a local checkpoint folder"
+        )
+    if not settings.allow_pickle and _in_cache(name, settings):
+        _check_cached_weights(name, settings)
     return name
 
 
-def is_offline() -> bool:
-    """Whether the hub may not be contacted (read at call time, not import time)."""
+def _check_cached_weights(repo_id: str, settings: LoadSettings) -> None:
+    """A cached hub model with only pickle weights needs ``allow_pickle``: say so before loading."""
+    from huggingface_hub import try_to_load_from_cache
+
+    def cached(filename: str) -> bool:
+        found = try_to_load_from_cache(
+            repo_id, filename, cache_dir=cache_dir(settings), revision=settings.revision
+        )
+        return isinstance(found, str)
+
+    if any(cached(f) for f in _WEIGHT_FILES_SAFE):
+        return
+    pickled = [f for f in _WEIGHT_FILES_PICKLE if cached(f)]
+    if pickled:
+        raise ModelLoadError(
+            f"the cached model {repo_id!r} has only pickle weights ({', '.join(pickled)}), which can run "
+            "arbitrary code when loaded; pass allow_pickle=True (LLMRUN_ALLOW_PICKLE=1, or "
+            "allow_pickle = true in llmrun.toml) if you trust the source, or use a safetensors revision"
+        )
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' own progress bars ("Loading weights", "Writing model shards") and the
+    FutureWarnings transformers and peft raise about each other; hub download bars stay."""
+    from transformers.utils import logging as hf_logging
+
+    active = getattr(hf_logging, "_tqdm_active", None)
+    if active is not None:
+        hf_logging._tqdm_active = False
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)\b")
+            yield
+    finally:
+        if active is not None:
+            hf_logging._tqdm_active = active
+
+
+def is_offline(settings: LoadSettings | None = None) -> bool:
+    """Whether the hub may not be contacted: ``offline=True``, or ``HF_HUB_OFFLINE`` (read at call time)."""
+    if settings is not None and settings.offline:
+        return True
     flag = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
     return flag.strip().lower() in ("1", "true", "yes", "on")
 
@@ -164,27 +242,35 @@ def load_model_and_tokenizer(name: str, settings: LoadSettings) -> tuple[Any, An
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)
     location = locate_model(name, settings)
+    apply_threads(settings.threads)
     common: dict[str, Any] = {
         "trust_remote_code": settings.trust_remote_code,
         "revision": settings.revision,
         "cache_dir": str(cache_dir(settings)),
-        "local_files_only": is_offline(),
+        "local_files_only": is_offline(settings),
     }
     adapter = isinstance(location, Path) and (location / "adapter_config.json").is_file()
     base = _adapter_base(Path(location)) if adapter else location
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(location if adapter else base), **common)
-        model: Any = AutoModelForCausalLM.from_pretrained(
-            str(base), dtype=dtype, use_safetensors=None if settings.allow_pickle else True, **common
-        )
-        if adapter:
-            from peft import PeftModel
+        with quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(str(location if adapter else base), **common)
+            model: Any = AutoModelForCausalLM.from_pretrained(
+                str(base),
+                dtype=dtype,
+                use_safetensors=None if settings.allow_pickle else True,
+                # transformers does not pass these on to its adapter lookup, which then tries the hub
+                adapter_kwargs={k: common[k] for k in ("cache_dir", "local_files_only")},
+                **common,
+            )
+            if adapter:
+                from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, str(location)).merge_and_unload()
+                model = PeftModel.from_pretrained(model, str(location)).merge_and_unload()
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"could not load model {name!r}: {exc}") from exc
     model.to(device)
     model.eval()
+    model.requires_grad_(False)  # inference: training turns on what it trains
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token

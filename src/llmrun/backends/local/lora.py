@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from llmrun.backends.local.loading import quiet_transformers
 from llmrun.errors import DependencyError, ModelLoadError, TrainingError
 from llmrun.training import TrainOptions
 
@@ -45,7 +46,8 @@ def _peft() -> Any:
         import peft
     except ImportError as exc:  # pragma: no cover - peft is part of the local extra
         raise DependencyError(
-            'LoRA fine-tuning needs peft; install it with: pip install "llmrun[local]"'
+            "LoRA fine-tuning needs peft; install the local extra: "
+            'pip install -e ".[local]" in an llmrun checkout'
         ) from exc
     return peft
 
@@ -81,7 +83,8 @@ def add_lora(model: Any, options: TrainOptions) -> Any:
         task_type="CAUSAL_LM",
     )
     try:
-        return peft.get_peft_model(model, config)
+        with quiet_transformers():  # peft asks transformers for a renamed attribute: a FutureWarning
+            return peft.get_peft_model(model, config)
     except ValueError as exc:
         raise TrainingError(
             f"cannot add LoRA adapters to modules {targets} of this {type(model).__name__}: {exc}; "
@@ -134,7 +137,8 @@ def load_adapter(model: Any, path: str | Path, *, merge: bool = True) -> Any:
     """
     peft = _peft()
     try:
-        wrapped = peft.PeftModel.from_pretrained(model, str(path))
+        with quiet_transformers():
+            wrapped = peft.PeftModel.from_pretrained(model, str(path))
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelLoadError(f"cannot load the LoRA adapter in {path}: {exc}") from exc
     return wrapped.merge_and_unload() if merge else wrapped

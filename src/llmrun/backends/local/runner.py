@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from llmrun.backends.local.engine import LocalEngine
-from llmrun.backends.local.loading import LoadSettings, load_model_and_tokenizer
+from llmrun.backends.local.loading import LoadSettings, load_model_and_tokenizer, quiet_transformers
 from llmrun.backends.local.runs import run_stem
+from llmrun.config import checked_options
 from llmrun.generation import GenerationConfig
 from llmrun.runner import Capabilities, Completion, CompletionRequest, ModelRunner
 from llmrun.training import EvalResult, TrainingExample, TrainOptions, TrainResult
@@ -25,12 +26,15 @@ class LocalRunner(ModelRunner):
     ``runs_dir`` (where :meth:`train` writes its run directories),
     ``progress`` (show a progress bar while training) and ``quantize``
     (``none``, or ``int8``: int8 weights in the CPU decode loop, faster at small
-    batches, changes numerics; see the speed guide).
+    batches, changes numerics; see the speed guide), ``threads`` (torch's CPU
+    threads; default: the free cores, see :mod:`llmrun.backends.local.threads`) and
+    ``offline`` (load from ``cache_dir`` or a folder only, never contact the hub).
     """
 
     backend_name: ClassVar[str] = "local"
     capabilities: ClassVar[Capabilities] = Capabilities(streams=True, trains=True)
 
+    @checked_options
     def __init__(
         self,
         model_name: str,
@@ -48,13 +52,17 @@ class LocalRunner(ModelRunner):
         runs_dir: str = "llmrun-runs",
         progress: bool = True,
         quantize: str = "none",
+        threads: int | None = None,
+        offline: bool = False,
     ) -> None:
         super().__init__(model_name, generation=generation, template=template)
         self.runs_dir = Path(runs_dir)
         self.progress = bool(progress)
         self._train_options: TrainOptions | None = None
         self._run_stem = run_stem(model_name)  # every run of this runner is named after its base model
-        self.settings = LoadSettings(device, dtype, trust_remote_code, allow_pickle, revision, cache_dir)
+        self.settings = LoadSettings(
+            device, dtype, trust_remote_code, allow_pickle, revision, cache_dir, threads, offline
+        )
         LocalEngine.check_options(quantize=quantize, max_batch_size=max_batch_size)  # before the slow load
         model, tokenizer, self.device = load_model_and_tokenizer(model_name, self.settings)
         #: The engine that owns the model, tokenizer and prepared decoder; evaluation and servers use it too.
@@ -122,7 +130,7 @@ class LocalRunner(ModelRunner):
         from llmrun.backends.local.training import train_local
 
         run_dir = self._run_dir(options)
-        with self.engine.lock:
+        with self.engine.lock, quiet_transformers():
             try:
                 result = train_local(self.engine, examples, options, run_dir, progress=self.progress)
             finally:

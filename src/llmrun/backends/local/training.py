@@ -11,7 +11,8 @@ Run directory layout::
     run_dir/
       llmrun_run.json     base model, method, options, metrics
       loss.png            training (and held-out) loss curve
-      checkpoints/step-<N>/   resumable state (trainable weights, optimizer, loop state)
+      checkpoints/step-<N>/   resumable state (trainable weights, optimizer, loop state),
+                          removed once the run completes
       model/              the tuned model: safetensors weights or a LoRA adapter,
                           config, tokenizer, generation config, llmrun_run.json
 """
@@ -159,6 +160,7 @@ def _prepare(
     model, tokenizer = engine.model, engine.tokenizer
     if not examples:
         raise TrainingError("no training examples; load data before calling train()")
+    checkpointing.ensure_writable(run_dir)
     existing = checkpointing.latest_checkpoint(run_dir)
     if existing is not None and not options.resume:
         raise TrainingError(
@@ -304,6 +306,7 @@ def _finish(
     meta.update(metrics=metrics, eval=None if final_eval is None else final_eval.to_dict())
     checkpointing.write_json_atomic(run_dir / MODEL_DIR / RUN_METADATA_FILE, meta)
     checkpointing.write_json_atomic(run_dir / RUN_METADATA_FILE, meta)
+    checkpointing.finish_checkpoints(run_dir)  # complete: keep the final state, drop optimizer moments
     for p in model.parameters():
         p.requires_grad_(False)
     model.eval()

@@ -1,7 +1,7 @@
 """The OpenAI backend: any OpenAI-wire server (OpenAI, vLLM, SGLang, llama.cpp, Ollama, Lamini's /inf,
 ``llmrun serve``) through the official ``openai`` client.
 
-Install with ``pip install "llmrun[openai]"``. See :class:`OpenAIRunner` and
+Install with ``pip install -e ".[openai]" in an llmrun checkout``. See :class:`OpenAIRunner` and
 :mod:`llmrun.backends.openai.profiles`.
 """
 
@@ -14,7 +14,7 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the install
     raise DependencyError(
         f"the openai backend needs the openai client ({exc.name} is missing); "
-        'install it with: pip install "llmrun[openai]"'
+        'install it with: pip install -e ".[openai]" in an llmrun checkout'
     ) from exc
 
 from llmrun.backends.openai.runner import OpenAIRunner
