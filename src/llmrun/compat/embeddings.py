@@ -67,6 +67,7 @@ def require_faiss() -> Any:
         import faiss
     except ImportError:
         raise DependencyError(
-            'the 2023 index searches with faiss; install it with: pip install -e ".[retrieval]" in an llmrun checkout'
+            "the 2023 index searches with faiss; install it with: "
+            'pip install -e ".[retrieval]" in an llmrun checkout'
         ) from None
     return faiss

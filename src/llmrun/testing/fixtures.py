@@ -292,6 +292,8 @@ def fake_openai_env(fake_openai: FakeOpenAIServer, monkeypatch: pytest.MonkeyPat
     for name, value in fake_openai.env().items():
         monkeypatch.setenv(name, value)
     return fake_openai
+
+
 # ---------------------------------------------------------------- cassettes and overrides
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
