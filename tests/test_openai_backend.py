@@ -196,7 +196,7 @@ def test_sampling_settings_go_under_the_servers_names(fake_openai: FakeOpenAISer
 
 def test_a_setting_the_server_cannot_take_fails_before_any_request(fake_openai: FakeOpenAIServer) -> None:
     runner = make(fake_openai, profile="ollama")
-    with pytest.raises(UnsupportedFeatureError, match="top_k=5 cannot be honoured: profile 'ollama'"):
+    with pytest.raises(UnsupportedFeatureError, match="top_k=5 cannot be honoured: .*profile 'ollama'"):
         runner("Hello", top_k=5)
     assert fake_openai.requests == []
 
@@ -363,13 +363,13 @@ def test_a_schema_the_server_rejects_names_the_profile(fake_openai: FakeOpenAISe
     ("options", "match"),
     [
         ({"profile": "vllm2"}, r"profile='vllm2' is unknown; known profiles: auto, generic, openai, vllm"),
-        ({"profile": None}, "profile=None is unknown"),
+        ({"profile": None}, "profile=None .*is invalid: it must be a string"),
         ({"base_url": "localhost:8000"}, "base_url='localhost:8000' is invalid"),
-        ({"chat": "yes"}, "chat='yes' is invalid"),
+        ({"chat": "yes"}, "chat='yes' .*is invalid: it must be True or False"),
         ({"max_concurrency": 0}, "max_concurrency=0 is invalid"),
         ({"validation_retries": -1}, "validation_retries=-1 is invalid"),
-        ({"timeout": float("nan")}, "timeout=nan is invalid"),
-        ({"api_key": 5}, "api_key must be a non-empty string"),
+        ({"timeout": float("nan")}, "timeout=nan .*is invalid: it must be a finite number"),
+        ({"api_key": 5}, "api_key=5 .*is invalid: it must be a string"),
         ({"not_an_option": 1}, "does not take option"),
     ],
 )
@@ -414,11 +414,12 @@ def test_stream_joins_to_the_full_text(fake_openai: FakeOpenAIServer, chat: bool
     assert completions(fake_openai)[0].body["stream"] is True
 
 
-def test_stream_typed_yields_the_json(fake_openai: FakeOpenAIServer) -> None:
+def test_stream_typed_yields_partial_objects_ending_in_the_result(fake_openai: FakeOpenAIServer) -> None:
     runner = make(fake_openai, profile="vllm")
     fake_openai.profile = "vllm"
-    text = "".join(runner.stream(Q, output_type=Answer))
-    assert Answer.model_validate_json(text) == runner(Q, output_type=Answer)
+    partials = list(runner.stream(Q, output_type=Answer))
+    assert partials and all(isinstance(p, Answer) for p in partials)
+    assert partials[-1] == runner(Q, output_type=Answer)
 
 
 def test_stream_checks_settings_before_the_first_delta(fake_openai: FakeOpenAIServer) -> None:

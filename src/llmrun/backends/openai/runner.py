@@ -71,7 +71,8 @@ class OpenAIRunner(ModelRunner):
     """
 
     backend_name: ClassVar[str] = "openai"
-    #: Which sampling settings a server takes depends on its profile: checked per request.
+    #: Which sampling settings a server takes depends on its profile: narrowed to the
+    #: profile's once it is known (named, or detected on the first call).
     capabilities: ClassVar[Capabilities] = Capabilities(streams=True, sampling=SAMPLING_OPTIONS)
 
     def __init__(
@@ -103,7 +104,9 @@ class OpenAIRunner(ModelRunner):
         self.base_url = _check_base_url(base_url, chosen)
         chosen = chosen or profile_for_host(urlsplit(self.base_url).hostname)
         self._key = _resolve_key(api_key, chosen, self.base_url)
-        self._profile: ServerProfile | None = chosen
+        self._profile: ServerProfile | None = None
+        if chosen is not None:
+            self._use(chosen)
         self.chat = chat
         self.timeout = float(timeout)
         self.retry = retry
@@ -300,8 +303,7 @@ class OpenAIRunner(ModelRunner):
             if error.status_code not in (404, 405) or isinstance(error, ModelNotFoundError):
                 raise
             logger.info("%s has no GET /models: profile 'generic' (name one with profile=...)", self.base_url)
-            self._profile = PROFILES["generic"]
-            return self._profile
+            return self._use(PROFILES["generic"])
         models = [(m.id, str(getattr(m, "owned_by", "") or "")) for m in page.data]
         ids = {i for i, _ in models}
         if ids and self.model_name not in ids and f"{self.model_name}:latest" not in ids:
@@ -316,12 +318,24 @@ class OpenAIRunner(ModelRunner):
             and await self._vllm_version(client) < LEGACY_VLLM_BELOW
         ):
             found = PROFILES["vllm_legacy"]  # structured_outputs came in vLLM 0.10.2; guided_json before
-        self._profile = found or PROFILES["generic"]
+        self._use(found or PROFILES["generic"])
         logger.info(
             "%s: profile %r (from owned_by %s)",
             self.base_url, self._profile.name, sorted({o for _, o in models}) or "none",
         )  # fmt: skip
         return self._profile
+
+    def _who(self) -> str:
+        profile = f", profile {self._profile.name!r}" if self._profile else ""
+        return f"{type(self).__name__} (backend {self.backend_name!r}{profile})"
+
+    def _use(self, profile: ServerProfile) -> ServerProfile:
+        """Take ``profile`` as the server's, and declare the sampling settings it takes."""
+        self._profile = profile
+        self.capabilities = Capabilities(  # type: ignore[misc]
+            streams=True, sampling=frozenset(profile.sampling)
+        )
+        return profile
 
 
 def _version(text: object) -> tuple[int, ...]:
