@@ -68,7 +68,6 @@ LOCAL_LOOP_OPTIONS = (
     "gradient_checkpointing", "save_every_steps", "keep_checkpoints", "log_every_steps",
     "eval_max_examples", "eval_max_new_tokens",
 )  # fmt: skip
-)
 
 T = TypeVar("T")
 
