@@ -23,7 +23,16 @@ if TYPE_CHECKING:
 
 NativeFamily = Literal["gpt_neox", "llama"]
 
-__all__ = ["LayerNorm", "LlamaLayer", "NativeSession", "NativeSpec", "NeoxLayer", "RMSNorm", "decode_step"]
+__all__ = [
+    "KVCache",
+    "LayerNorm",
+    "LlamaLayer",
+    "NativeSession",
+    "NativeSpec",
+    "NeoxLayer",
+    "RMSNorm",
+    "decode_step",
+]
 
 
 @dataclass
@@ -104,6 +113,69 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torc
     return x * cos + x.roll(x.shape[-1] // 2, -1) * sin_signed
 
 
+class KVCache:
+    """Keys and values of every layer, ``[B, KV, C, D]`` each, filled slot by slot, and the additive
+    key mask ``[B, C]`` (0: attend, the dtype's minimum: padding) for ``C`` slots.
+
+    Slot ``t`` holds the ``t``-th token fed to the session; a row's rotary positions are its own
+    (left padding is skipped), so rows with different histories can share slots: :meth:`join`
+    right-aligns two caches and :meth:`select_rows` drops rows.
+    """
+
+    def __init__(
+        self,
+        layers: int,
+        prompt_mask: torch.Tensor,
+        kv_heads: int,
+        capacity: int,
+        head_dim: int,
+        dtype: torch.dtype,
+    ) -> None:
+        batch, width = prompt_mask.shape
+        device = prompt_mask.device
+        shape = (batch, kv_heads, capacity, head_dim)
+        self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.kv_heads, self.capacity, self.dtype = kv_heads, capacity, dtype
+        self.length = 0  # slots filled
+        self.key_mask = torch.zeros((batch, capacity), dtype=dtype, device=device)  # [B, C]
+        self.key_mask[:, :width].masked_fill_(prompt_mask == 0, torch.finfo(dtype).min)
+        self.step_mask = self.step_masks()
+
+    def step_masks(self) -> torch.Tensor:
+        """The key mask as a decode step reads it: ``[B * KV, 1, C]``."""
+        return self.key_mask.repeat_interleave(self.kv_heads, dim=0)[:, None, :]
+
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Keep only ``rows`` (indices into the current batch)."""
+        self.k = [k.index_select(0, rows) for k in self.k]
+        self.v = [v.index_select(0, rows) for v in self.v]
+        self.key_mask = self.key_mask.index_select(0, rows)
+        self.step_mask = self.step_masks()
+
+    def join(self, other: KVCache) -> None:
+        """Append ``other``'s rows; both are right-aligned in the longer filled length, with room for
+        the longer remaining capacity, and the slots before a row's history are masked out."""
+        la, lb, ba = self.length, other.length, self.key_mask.shape[0]
+        width = max(la, lb)
+        capacity = width + max(self.capacity - la, other.capacity - lb)
+
+        def aligned(a: torch.Tensor, b: torch.Tensor, fill: float) -> torch.Tensor:  # slots on dim 2
+            out = torch.full((a.shape[0] + b.shape[0], *a.shape[1:2], capacity, *a.shape[3:]), fill,
+                             dtype=a.dtype, device=a.device)  # fmt: skip
+            out[:ba, :, width - la : width] = a[:, :, :la]
+            out[ba:, :, width - lb : width] = b[:, :, :lb]
+            return out
+
+        self.k = [aligned(a, b, 0.0) for a, b in zip(self.k, other.k, strict=True)]
+        self.v = [aligned(a, b, 0.0) for a, b in zip(self.v, other.v, strict=True)]
+        hidden = torch.finfo(self.dtype).min
+        mask = aligned(self.key_mask[:, None], other.key_mask[:, None], hidden)[:, 0]  # [B, C]
+        mask[:, width:] = 0.0  # slots later steps write
+        self.key_mask, self.length, self.capacity = mask, width, capacity
+        self.step_mask = self.step_masks()
+
+
 class NativeSession:
     """gpt_neox/llama forward with a KV cache ``[B, KV, S + N, D]`` per layer, filled position by position.
 
@@ -128,27 +200,18 @@ class NativeSession:
         self.head_dim, self.rot = spec.head_dim, spec.rotary_dim
         self.groups = self.heads // self.kv_heads
         self.input_ids, self.attention_mask = input_ids, attention_mask
-        batch, width = input_ids.shape
+        width = input_ids.shape[1]
         device = input_ids.device
         capacity = width + max_new_tokens
         if compiled is not None:  # fixed shapes: rows stay, and cache lengths come in steps of 64
             self.can_select_rows = False
             capacity = -(-capacity // 64) * 64
-        self.capacity = capacity
-        cache_shape = (batch, self.kv_heads, capacity, self.head_dim)
-        self.k_cache = [torch.zeros(cache_shape, dtype=dtype, device=device) for _ in spec.layers]
-        self.v_cache = [torch.zeros(cache_shape, dtype=dtype, device=device) for _ in spec.layers]
-        self.length = 0  # cache positions filled
-        self.key_mask = torch.zeros((batch, capacity), dtype=dtype, device=device)  # [B, S + N] additive
-        self.key_mask[:, :width].masked_fill_(attention_mask == 0, torch.finfo(dtype).min)
+        self.cache = KVCache(len(spec.layers), attention_mask, self.kv_heads, capacity, self.head_dim, dtype)
         if compiled is not None:  # the compiled step reads every slot: hide those not yet written
-            self.key_mask[:, width:] = torch.finfo(dtype).min
-        self.step_mask = self._step_mask()  # [B * KV, 1, S + N]
+            self.cache.key_mask[:, width:] = torch.finfo(dtype).min
+            self.cache.step_mask = self.cache.step_masks()
         self.next_pos = attention_mask.sum(dim=1)  # [B] position of each row's next token
         self.rope = self._rope_table(capacity, device)  # [S + N, 2R]: cos, then sin (first half negated)
-
-    def _step_mask(self) -> torch.Tensor:
-        return self.key_mask.repeat_interleave(self.kv_heads, dim=0)[:, None, :]
 
     def _rope_table(self, length: int, device: torch.device) -> torch.Tensor:
         positions = torch.arange(length, device=device)[None, :]  # [1, L]
@@ -171,30 +234,10 @@ class NativeSession:
         """
         if not isinstance(other, NativeSession) or not self._shares_weights_with(other):
             return False
-        la, lb = self.length, other.length
-        width = max(la, lb)
-        capacity = width + max(self.capacity - la, other.capacity - lb)
-        ba = self.next_pos.shape[0]
-
-        def aligned(
-            a: torch.Tensor, b: torch.Tensor, fill: float
-        ) -> torch.Tensor:  # [B, ..., C] slots on dim 2
-            shape = (a.shape[0] + b.shape[0], *a.shape[1:2], capacity, *a.shape[3:])
-            out = torch.full(shape, fill, dtype=a.dtype, device=a.device)
-            out[:ba, :, width - la : width] = a[:, :, :la]
-            out[ba:, :, width - lb : width] = b[:, :, :lb]
-            return out
-
-        self.k_cache = [aligned(a, b, 0.0) for a, b in zip(self.k_cache, other.k_cache, strict=True)]
-        self.v_cache = [aligned(a, b, 0.0) for a, b in zip(self.v_cache, other.v_cache, strict=True)]
-        hidden = torch.finfo(self.dtype).min
-        mask = aligned(self.key_mask[:, None], other.key_mask[:, None], hidden)[:, 0]  # [B, C]
-        mask[:, width:] = 0.0  # slots written by later steps
-        self.key_mask, self.length, self.capacity = mask, width, capacity
-        self.step_mask = self._step_mask()
+        self.cache.join(other.cache)
         self.next_pos = torch.cat([self.next_pos, other.next_pos])
-        if self.rope.shape[0] < capacity:
-            self.rope = self._rope_table(capacity, self.rope.device)
+        if self.rope.shape[0] < self.cache.capacity:
+            self.rope = self._rope_table(self.cache.capacity, self.rope.device)
         return True
 
     def _shares_weights_with(self, other: NativeSession) -> bool:
@@ -205,10 +248,7 @@ class NativeSession:
         return self.head is other.head
 
     def select_rows(self, rows: torch.Tensor) -> None:
-        self.k_cache = [k.index_select(0, rows) for k in self.k_cache]
-        self.v_cache = [v.index_select(0, rows) for v in self.v_cache]
-        self.key_mask = self.key_mask.index_select(0, rows)
-        self.step_mask = self._step_mask()
+        self.cache.select_rows(rows)
         self.next_pos = self.next_pos.index_select(0, rows)
 
     # -- the prompt ------------------------------------------------------------------------------
@@ -229,7 +269,7 @@ class NativeSession:
         block = self._neox_prefill if self.spec.family == "gpt_neox" else self._llama_prefill
         for i, layer in enumerate(self.spec.layers):
             x = block(layer, i, x, cos, sin, bias)
-        self.length = width
+        self.cache.length = width
         return self._logits(x[:, -1])
 
     def _attend_prefill(
@@ -237,8 +277,8 @@ class NativeSession:
     ) -> torch.Tensor:
         """q ``[B, NH, S, D]``, k/v ``[B, KV, S, D]`` -> ``[B, S, NH * D]``; fills the cache."""
         width = k.shape[2]
-        self.k_cache[i][:, :, :width] = k
-        self.v_cache[i][:, :, :width] = v
+        self.cache.k[i][:, :, :width] = k
+        self.cache.v[i][:, :, :width] = v
         if self.groups > 1:
             k = k.repeat_interleave(self.groups, dim=1)
             v = v.repeat_interleave(self.groups, dim=1)
@@ -287,7 +327,7 @@ class NativeSession:
 
     # -- one token per row -----------------------------------------------------------------------
     def step(self, tokens: torch.Tensor) -> torch.Tensor:
-        t = self.length
+        t, cache = self.cache.length, self.cache
         if self.compiled is None:
             logits = decode_step(
                 self.spec,
@@ -295,19 +335,19 @@ class NativeSession:
                 tokens,
                 self.next_pos,
                 t,
-                self.step_mask,
+                cache.step_mask,
                 self.rope,
-                self.k_cache,
-                self.v_cache,
+                cache.k,
+                cache.v,
             )
         else:
-            self.step_mask[:, :, t] = 0.0  # the new position becomes visible
+            cache.step_mask[:, :, t] = 0.0  # the new position becomes visible
             where = torch.full((1,), t, dtype=torch.long, device=tokens.device)
             logits = self.compiled(
-                self.spec, self.head, tokens, self.next_pos, where, self.step_mask, self.rope, self.k_cache,
-                self.v_cache,
+                self.spec, self.head, tokens, self.next_pos, where, cache.step_mask, self.rope, cache.k,
+                cache.v,
             )  # fmt: skip
-        self.length = t + 1
+        cache.length = t + 1
         self.next_pos = self.next_pos + 1
         return logits
 
