@@ -8,9 +8,13 @@ from typing import Any
 
 import pytest
 
-openai = pytest.importorskip("openai")
-requests = pytest.importorskip("requests")
-jsonschema = pytest.importorskip("jsonschema")
+pytest.importorskip("openai")
+pytest.importorskip("requests")
+pytest.importorskip("jsonschema")
+
+import jsonschema
+import openai
+import requests
 
 from llmrun.backends.local.engine import LocalEngine
 from llmrun.generation import GenerationConfig
@@ -65,7 +69,8 @@ def test_stop_sequences_end_the_text_before_them(client: openai.OpenAI, serve_en
     prompt = "Once upon a time there was a"
     full = alone(serve_engine, prompt, max_new_tokens=12).text
     stop = full.strip()[3:6]
-    assert stop and stop in full
+    assert stop
+    assert stop in full
     reply = client.completions.create(model=MODEL, prompt=prompt, max_tokens=12, temperature=0, stop=[stop])
     assert reply.choices[0].text == full[: full.index(stop)]
     assert reply.choices[0].finish_reason == "stop"
@@ -88,7 +93,8 @@ def test_chat_goes_through_the_chat_template(client: openai.OpenAI, serve_engine
     expected = alone(serve_engine, chat_prompt("Hi there"), max_new_tokens=6)
     assert reply.choices[0].message.role == "assistant"
     assert reply.choices[0].message.content == expected.text
-    assert reply.usage is not None and reply.usage.prompt_tokens == expected.usage.prompt_tokens
+    assert reply.usage is not None
+    assert reply.usage.prompt_tokens == expected.usage.prompt_tokens
 
 
 def test_json_schema_answers_are_valid(client: openai.OpenAI) -> None:
@@ -133,9 +139,8 @@ def test_chat_streams_deltas_that_join_to_the_answer(client: openai.OpenAI) -> N
     assert text == whole.choices[0].message.content
     finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
     assert finishes == [whole.choices[0].finish_reason]
-    assert (
-        chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
-    )
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
 
 
 def test_completions_stream_several_choices(client: openai.OpenAI, serve_engine: LocalEngine) -> None:

@@ -98,10 +98,11 @@ async def run_rows(
             raise ServeError(499, "the client closed the connection", code="client_closed")
         return collect.result()
     finally:
+        why = "disconnect" if gone.done() and not gone.cancelled() else "abandoned"
         gone.cancel()
         if not collect.done():
             collect.cancel()
-        scheduler.cancel(tickets, "abandoned")
+        scheduler.cancel(tickets, why)
 
 
 async def _collect(tickets: list[Ticket]) -> list[Completion]:
@@ -143,5 +144,6 @@ async def stream_events(
             if event.kind == "error":
                 return
     finally:
+        why = "disconnect" if gone.done() and not gone.cancelled() else "abandoned"
         gone.cancel()
-        scheduler.cancel(tickets, "abandoned")
+        scheduler.cancel(tickets, why)
