@@ -79,6 +79,8 @@ class Scheduler:
         self._waiting: deque[Ticket] = deque()
         self._running: list[Ticket] = []
         self._cond = threading.Condition()
+        #: One request's rows are prepared at a time: the tokenizer and grammar compiler are shared.
+        self._preparing = threading.Lock()
         self._closing = False
         self._stopped = False
         self._thread: threading.Thread | None = None
@@ -88,7 +90,8 @@ class Scheduler:
     # ------------------------------------------------------------------ any thread
     def prepare(self, prompt: str | list[int], config: GenerationConfig, output: OutputSpec | None) -> Row:
         """A checked row (run it on a worker thread: it tokenizes and may compile a grammar)."""
-        return self._batch.prepare(prompt, config, output)
+        with self._preparing:
+            return self._batch.prepare(prompt, config, output)
 
     def submit(self, rows: list[Row], *, stream: bool, timeout_s: float) -> list[Ticket]:
         """Queue a request's rows together (all or none); their events go to one queue on this loop."""
