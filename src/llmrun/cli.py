@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-queue", type=int, help="rows waiting or running before 429 (default 256)")
     serve.add_argument("--timeout", type=float, help="seconds a request may take (default 300)")
     serve.add_argument("--model-name", help="the name clients use (default: MODEL)")
+    serve.add_argument(
+        "--chat-template", help="'plain' or a Jinja file: chat for a model whose tokenizer has no template"
+    )
 
     commands.add_parser("backends", help="list the available backends")
     return parser
@@ -180,6 +183,7 @@ def _serve(args: argparse.Namespace) -> int:
             "max_queue": args.max_queue,
             "timeout_s": args.timeout,
             "model_name": args.model_name,
+            "chat_template": args.chat_template,
         }
     )
     local = (("device", args.device), ("dtype", args.dtype), ("quantize", args.quantize))

@@ -11,6 +11,7 @@ pytest.importorskip("openai")
 import openai
 from transformers import AutoTokenizer
 
+from llmrun.backends.local.engine import LocalEngine
 from llmrun.cli import main
 from llmrun.errors import ConfigurationError
 from llmrun.serve import ServeSettings
@@ -18,7 +19,7 @@ from llmrun.serve.chat import llama2_prompt, render_chat
 from llmrun.serve.errors import ServeError
 from llmrun.serve.launch import load_engine
 
-from .conftest import API_KEY, start_server
+from .conftest import API_KEY, MODEL, start_server
 
 LLAMA2_CHAT = "meta-llama/Llama-2-7b-chat-hf"
 
@@ -103,3 +104,21 @@ def test_a_llama2_chat_model_without_template_chats_in_its_format(tiny_llama_dir
         assert reply.usage.prompt_tokens == len(engine.tokenizer(prompt)["input_ids"])
     finally:
         server.stop()
+
+
+def test_chat_template_plain_lets_a_base_model_chat(serve_engine: LocalEngine) -> None:
+    server = start_server(serve_engine, chat_template="plain")
+    try:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key=API_KEY, max_retries=0)
+        messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
+        reply = client.chat.completions.create(model=MODEL, messages=messages, max_tokens=3, temperature=0)
+        prompt = "Be brief.\n\nUser: Hi\nAssistant:"
+        assert reply.usage is not None
+        assert reply.usage.prompt_tokens == len(serve_engine.tokenizer(prompt)["input_ids"])
+    finally:
+        server.stop()
+
+
+def test_a_bad_chat_template_fails_before_the_model_loads(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "no/such-model", "--chat-template", "missing.jinja"]) == 1
+    assert "chat_template='missing.jinja': use 'plain' or the path" in capsys.readouterr().err

@@ -24,7 +24,7 @@ from starlette.routing import Route
 from llmrun.backends.local.engine import LocalEngine
 from llmrun.serve import lamini_routes, openai_routes
 from llmrun.serve.auth import BearerAuth
-from llmrun.serve.chat import is_llama2_chat
+from llmrun.serve.chat import is_llama2_chat, load_chat_template
 from llmrun.serve.errors import ServeError, Wire, bad_request
 from llmrun.serve.handling import error_response, read_json
 from llmrun.serve.metrics import CONTENT_TYPE_LATEST, Metrics
@@ -54,6 +54,7 @@ def create_app(engine: LocalEngine, settings: ServeSettings, model_name: str) ->
         metrics=metrics,
         model_name=model_name,
         llama2_chat=is_llama2_chat(names, getattr(config, "model_type", None)),
+        chat_template=load_chat_template(settings.chat_template),
     )
 
     @contextlib.asynccontextmanager

@@ -1,17 +1,28 @@
 """Chat messages to a prompt: the tokenizer's chat template, or Llama 2's ``[INST] <<SYS>>`` format.
 
-A model with neither (a base model such as pythia) cannot take chat requests: :func:`render_chat`
-raises a 400 that points at ``/v1/completions``.
+The server's ``--chat-template`` (``plain``, or a Jinja file) comes first. A model with none of
+these (a base model such as pythia) cannot take chat requests: :func:`render_chat` raises a 400
+that points at ``/v1/completions`` and ``--chat-template plain``.
 """
 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
+from llmrun.errors import ConfigurationError
 from llmrun.serve.errors import ServeError, bad_request
 
 ROLES = ("system", "developer", "user", "assistant")
+#: ``--chat-template plain``: a neutral format for base models (``System``/``User``/``Assistant:`` lines).
+PLAIN_TEMPLATE = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'system' %}{{ m['content'] }}\n\n"
+    "{% elif m['role'] == 'user' %}User: {{ m['content'] }}\n"
+    "{% else %}Assistant: {{ m['content'] }}\n{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
+)
 _LLAMA2_CHAT = re.compile(r"llama-?2.*chat", re.IGNORECASE)
 
 
@@ -58,11 +69,39 @@ def is_llama2_chat(names: list[str], model_type: str | None) -> bool:
     return model_type == "llama" and any(_LLAMA2_CHAT.search(n) for n in names if n)
 
 
-def render_chat(tokenizer: Any, messages: list[dict[str, str]], *, llama2: bool, model: str) -> str:
-    """The prompt for ``messages``: the chat template, else Llama 2's format when ``llama2``, else 400."""
-    if getattr(tokenizer, "chat_template", None):
+def load_chat_template(choice: str | None) -> str | None:
+    """The Jinja text of ``--chat-template``: ``plain``, or a file holding a template; None for none."""
+    if choice is None:
+        return None
+    if choice == "plain":
+        return PLAIN_TEMPLATE
+    path = Path(choice).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigurationError(
+            f"chat_template={choice!r}: use 'plain' or the path of a Jinja chat template file ({exc})"
+        ) from None
+    if not text.strip():
+        raise ConfigurationError(f"chat_template file {path} is empty")
+    return text
+
+
+def render_chat(
+    tokenizer: Any,
+    messages: list[dict[str, str]],
+    *,
+    llama2: bool,
+    model: str,
+    template: str | None = None,
+) -> str:
+    """The prompt for ``messages``: ``template`` (the server's ``--chat-template``), else the
+    tokenizer's chat template, else Llama 2's format when ``llama2``, else a 400."""
+    if template is not None or getattr(tokenizer, "chat_template", None):
         try:
-            text: str = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            text: str = tokenizer.apply_chat_template(
+                messages, chat_template=template, tokenize=False, add_generation_prompt=True
+            )
         except Exception as exc:  # a template raising (e.g. "roles must alternate") is the request's fault
             raise bad_request(f"the model's chat template rejected the messages: {exc}", "messages") from None
         return _without_leading_bos(tokenizer, text)
@@ -73,7 +112,7 @@ def render_chat(tokenizer: Any, messages: list[dict[str, str]], *, llama2: bool,
     raise ServeError(
         400,
         f"model {model!r} has no chat template and is not a Llama 2 chat model, so it cannot take chat "
-        "messages; send a plain prompt to /v1/completions instead",
+        "messages; send a plain prompt to /v1/completions, or start the server with --chat-template plain",
         code="no_chat_template",
         param="messages",
     )

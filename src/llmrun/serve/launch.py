@@ -78,8 +78,10 @@ def _server(app: Starlette, settings: ServeSettings, log_level: str) -> uvicorn.
 def run(model: str, settings: ServeSettings, **load_options: Any) -> None:
     """Load ``model`` and serve it in this thread until SIGINT/SIGTERM."""
     from llmrun.serve.app import create_app
+    from llmrun.serve.chat import load_chat_template
 
     _uvicorn()
+    load_chat_template(settings.chat_template)  # a bad template path fails before the slow load
     engine = load_engine(model, settings, **load_options)
     app = create_app(engine, settings, settings.model_name or model)
     sock = bind(settings.host, settings.port)

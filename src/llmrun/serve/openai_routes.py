@@ -55,7 +55,13 @@ async def chat_completions(state: ServerState, request: Request, body: dict[str,
     sampling = params.sampling(body, chat=True)
     output = params.response_format(body)
     messages = check_messages(body.get("messages"))
-    prompt = render_chat(state.engine.tokenizer, messages, llama2=state.llama2_chat, model=state.model_name)
+    prompt = render_chat(
+        state.engine.tokenizer,
+        messages,
+        llama2=state.llama2_chat,
+        model=state.model_name,
+        template=state.chat_template,
+    )
     specs = [RowSpec(prompt, sampling.config, output) for _ in range(sampling.n)]
     head = _head("chatcmpl", "chat.completion.chunk" if sampling.stream else "chat.completion", state)
 

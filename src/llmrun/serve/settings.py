@@ -28,7 +28,8 @@ class ServeSettings:
     before new requests get 429; ``timeout_s``: a request's limit from arrival to its last token;
     ``max_body_bytes``: the largest request body; ``shutdown_grace_s``: how long in-flight
     requests may finish after a shutdown signal; ``model_name``: the name clients use (default:
-    the model argument).
+    the model argument); ``chat_template``: ``plain`` or a Jinja file, for chat on a model whose
+    tokenizer has no chat template (it replaces the tokenizer's own when set).
     """
 
     host: str = "127.0.0.1"
@@ -40,6 +41,7 @@ class ServeSettings:
     max_body_bytes: int = 4 * 1024 * 1024
     shutdown_grace_s: float = 30.0
     model_name: str | None = None
+    chat_template: str | None = None
 
     def __post_init__(self) -> None:
         def bad(name: str, rule: str) -> ConfigurationError:
@@ -58,8 +60,10 @@ class ServeSettings:
                 raise bad(name, "use a number of seconds > 0")
         if self.api_key is not None and (not isinstance(self.api_key, str) or not self.api_key.strip()):
             raise ConfigurationError("the serve API key must be a non-empty string")
-        if self.model_name is not None and (not isinstance(self.model_name, str) or not self.model_name):
-            raise bad("model_name", "use a non-empty string")
+        for name in ("model_name", "chat_template"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise bad(name, "use a non-empty string")
 
     @classmethod
     def resolve(cls, explicit: Mapping[str, Any] | None = None) -> ServeSettings:

@@ -22,4 +22,6 @@ class ServerState:
     model_name: str
     #: A Llama 2 chat model without a chat template: chat uses the ``[INST] <<SYS>>`` format.
     llama2_chat: bool = False
+    #: The server's ``--chat-template`` (Jinja text), used before the tokenizer's own.
+    chat_template: str | None = None
     created: int = field(default_factory=lambda: int(time.time()))
