@@ -187,7 +187,10 @@ def _serve(args: argparse.Namespace) -> int:
         }
     )
     local = (("device", args.device), ("dtype", args.dtype), ("quantize", args.quantize))
-    serve(args.model, settings, **{k: v for k, v in local if v})
+    try:
+        serve(args.model, settings, **{k: v for k, v in local if v})
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
+        print("llmrun serve: stopped", file=sys.stderr)
     return 0
 
 
