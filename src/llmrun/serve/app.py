@@ -14,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -65,8 +66,8 @@ def create_app(engine: LocalEngine, settings: ServeSettings, model_name: str) ->
         )
         try:
             yield
-        finally:
-            scheduler.stop(settings.shutdown_grace_s)
+        finally:  # off the event loop: answers still in flight are delivered while it waits
+            await anyio.to_thread.run_sync(scheduler.stop, settings.shutdown_grace_s)
 
     routes = [
         Route("/health", _route(state, "health", _health), methods=["GET"]),
