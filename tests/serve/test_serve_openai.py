@@ -207,3 +207,23 @@ def test_bad_requests_get_clear_4xx(client: openai.OpenAI, server: BackgroundSer
     assert reply.status_code == 413
     assert "limit" in reply.json()["error"]["message"]
     assert requests.get(server.url + "/nowhere", headers=headers, timeout=30).status_code == 404
+
+
+def test_completions_take_response_format_and_vllm_style_extras(client: openai.OpenAI) -> None:
+    reply = client.completions.create(
+        model=MODEL,
+        prompt="A city as JSON:",
+        temperature=0.7,
+        seed=3,
+        extra_body={
+            "response_format": {"type": "json_schema", "json_schema": {"name": "City", "schema": SCHEMA}},
+            "top_k": 20,
+            "repetition_penalty": 1.1,
+        },
+    )
+    assert reply.choices[0].finish_reason == "stop"
+    jsonschema.validate(json.loads(reply.choices[0].text), SCHEMA)
+    with pytest.raises(openai.BadRequestError, match=re.escape("top_k=0 is invalid")):
+        client.completions.create(model=MODEL, prompt="x", extra_body={"top_k": 0})
+    with pytest.raises(openai.BadRequestError, match=re.escape("repetition_penalty=-1 is invalid")):
+        client.completions.create(model=MODEL, prompt="x", extra_body={"repetition_penalty": -1})

@@ -1,7 +1,8 @@
 """Reading OpenAI request bodies: sampling values, ``response_format``, prompts; each bad value a 400.
 
 Defaults follow OpenAI's: ``temperature=1``, ``top_p=1``, ``n=1``; ``max_tokens`` defaults to 16
-on ``/v1/completions`` and to llmrun's budget (128 text, 256 JSON) on chat. Values are never
+on ``/v1/completions`` (to llmrun's 256 for a JSON answer) and to llmrun's budget (128 text, 256
+JSON) on chat. ``top_k`` and ``repetition_penalty`` are taken as extra fields (vLLM's names). Values are never
 coerced from strings. Options llmrun cannot honour (logprobs, tools, penalties, ...) are refused
 with a 400 naming them rather than silently ignored.
 """
@@ -32,13 +33,13 @@ class Sampling:
     include_usage: bool
 
 
-def sampling(body: dict[str, Any], *, chat: bool, max_n: int = MAX_N) -> Sampling:
-    """Sampling settings of a completions (``chat=False``) or chat request."""
+def sampling(body: dict[str, Any], *, chat: bool, typed: bool = False, max_n: int = MAX_N) -> Sampling:
+    """Sampling settings of a completions (``chat=False``) or chat request (``typed``: a JSON answer)."""
     _refuse_unsupported(body)
     max_tokens = _int(body, "max_completion_tokens", 1) if chat else None
     if max_tokens is None:
         max_tokens = _int(body, "max_tokens", 1)
-    if max_tokens is None and not chat:
+    if max_tokens is None and not chat and not typed:
         max_tokens = COMPLETIONS_DEFAULT_MAX_TOKENS
     temperature = _number(body, "temperature", 0.0, 2.0, default=1.0)
     top_p = _number(body, "top_p", 0.0, 1.0, default=1.0)
@@ -46,6 +47,10 @@ def sampling(body: dict[str, Any], *, chat: bool, max_n: int = MAX_N) -> Samplin
         raise bad_request("top_p=0 is invalid: it must be in (0, 1]; 1 turns nucleus sampling off", "top_p")
     n = _int(body, "n", 1, max_n) or 1
     seed = _int(body, "seed", None)
+    top_k = _int(
+        body, "top_k", 1
+    )  # extra fields beyond OpenAI's (vLLM's names): llmrun's openai backend sends them
+    penalty = _number(body, "repetition_penalty", 0.01, 100.0, default=1.0)
     stream = _bool(body, "stream")
     options = body.get("stream_options")
     include_usage = False
@@ -57,7 +62,13 @@ def sampling(body: dict[str, Any], *, chat: bool, max_n: int = MAX_N) -> Samplin
         include_usage = _bool(options, "include_usage")
     try:
         config = GenerationConfig(
-            max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, stop=_stop(body), seed=seed
+            max_new_tokens=max_tokens,
+            temperature=temperature,
+            top_p=top_p,
+            top_k=top_k,
+            repetition_penalty=penalty,
+            stop=_stop(body),
+            seed=seed,
         )
     except InvalidInputError as exc:
         raise bad_request(str(exc)) from None

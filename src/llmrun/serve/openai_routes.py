@@ -32,11 +32,12 @@ def models(state: ServerState) -> JSONResponse:
 
 
 async def completions(state: ServerState, request: Request, body: dict[str, Any]) -> Response:
-    """``POST /v1/completions`` (OpenAI's legacy text completions)."""
+    """``POST /v1/completions`` (OpenAI's legacy text completions; ``response_format`` taken too)."""
     check_model(body.get("model"), state.model_name, "model")
-    sampling = params.sampling(body, chat=False)
+    output = params.response_format(body)
+    sampling = params.sampling(body, chat=False, typed=output is not None)
     prompts = params.completion_prompts(body)
-    specs = [RowSpec(p, sampling.config) for p in prompts for _ in range(sampling.n)]
+    specs = [RowSpec(p, sampling.config, output) for p in prompts for _ in range(sampling.n)]
     head = _head("cmpl", "text_completion", state)
 
     def choice(i: int, text: str | None, finish: str | None) -> dict[str, Any]:
