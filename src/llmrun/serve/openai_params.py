@@ -47,9 +47,8 @@ def sampling(body: dict[str, Any], *, chat: bool, typed: bool = False, max_n: in
         raise bad_request("top_p=0 is invalid: it must be in (0, 1]; 1 turns nucleus sampling off", "top_p")
     n = _int(body, "n", 1, max_n) or 1
     seed = _int(body, "seed", None)
-    top_k = _int(
-        body, "top_k", 1
-    )  # extra fields beyond OpenAI's (vLLM's names): llmrun's openai backend sends them
+    # extra fields beyond OpenAI's, with vLLM's names (llmrun's openai backend sends them)
+    top_k = _int(body, "top_k", 1)
     penalty = _number(body, "repetition_penalty", 0.01, 100.0, default=1.0)
     stream = _bool(body, "stream")
     options = body.get("stream_options")
