@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from llmrun.backends.local.batching import EncodedExample, collate, encode_examples
+from llmrun.backends.local.engine import LocalEngine
 from llmrun.backends.local.training import train_local
 from llmrun.data import load_examples
 from llmrun.testing.checkpoints import (
@@ -132,7 +133,8 @@ def run_llmrun(
         max_length=256,
     )
     with tempfile.TemporaryDirectory() as tmp:
-        result = train_local(model, tokenizer, examples, options, Path(tmp) / "run", progress=False)
+        engine = LocalEngine(model, tokenizer)
+        result = train_local(engine, examples, options, Path(tmp) / "run", progress=False)
     return result.metrics["train_tokens"] / result.metrics["train_seconds"]
 
 

@@ -91,12 +91,33 @@ class Settings:
 # ----------------------------------------------------------------------------- model and inputs
 
 
+def llama2_7b_config() -> Any:
+    """The config of meta-llama/Llama-2-7b-hf (32 layers, hidden 4096, vocab 32,000, float16)."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=32000,
+        hidden_size=4096,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=32,
+        intermediate_size=11008,
+        hidden_act="silu",
+        max_position_embeddings=4096,
+        initializer_range=0.02,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=False,
+        bos_token_id=1,
+        eos_token_id=2,
+        dtype="float16",
+    )
+
+
 def build_model(s: Settings) -> tuple[Any, Any, str]:
     """The model (random weights, built on ``s.device`` in ``s.dtype``), its tokenizer or None, a name."""
     from transformers import AutoModelForCausalLM
 
     from llmrun.testing.checkpoints import (
-        llama2_7b_config,
         load_llama2_tokenizer,
         padded_vocab_size,
         tiny_config,

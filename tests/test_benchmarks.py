@@ -83,11 +83,12 @@ def test_gpu_bandwidth_limits_match_the_issue() -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from llmrun.testing.checkpoints import llama2_7b_config
-
     gpu = load_script("gpu")
+    llama = gpu.llama2_7b_config()
+    assert (llama.num_hidden_layers, llama.hidden_size, llama.num_attention_heads) == (32, 4096, 32)
+    assert (llama.intermediate_size, llama.vocab_size, llama.max_position_embeddings) == (11008, 32000, 4096)
     with torch.device("meta"):  # shapes only, no memory
-        model = AutoModelForCausalLM.from_config(llama2_7b_config(), dtype=torch.bfloat16)
+        model = AutoModelForCausalLM.from_config(llama, dtype=torch.bfloat16)
     step_bytes = gpu.bytes_per_step(model)
     assert step_bytes == (6_738_415_616 - 32_000 * 4096) * 2  # every weight but the input embedding
     h100, h200 = gpu.bandwidth_for("NVIDIA H100 80GB HBM3"), gpu.bandwidth_for("NVIDIA H200")

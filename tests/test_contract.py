@@ -5,13 +5,22 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
 import llmrun
 from llmrun import Context, Type
-from llmrun.errors import IncompleteOutputError, InvalidInputError, OutputValidationError, SchemaError
+from llmrun.capabilities import field_kinds
+from llmrun.errors import (
+    IncompleteOutputError,
+    InvalidInputError,
+    OutputValidationError,
+    SchemaError,
+    UnsupportedFeatureError,
+)
 from llmrun.runner import (
+    Capabilities,
     Completion,
     CompletionRequest,
     ModelRunner,
@@ -155,3 +164,50 @@ def test_local_finish_reason_and_token_counts(tiny_gpt_neox_dir: Path) -> None:
     assert isinstance(typed.output, Answer)
     assert typed.usage.completion_tokens is not None
     assert 0 < typed.usage.completion_tokens <= 64
+
+
+class _GreedyOnly(_Scripted):
+    """A backend that declares it honours no sampling option and no list fields."""
+
+    capabilities = Capabilities(
+        streams=False, sampling=frozenset({"stop"}), field_kinds=frozenset({"str", "int"})
+    )
+
+
+class Tagged(Type):
+    tags: list[str] = Context("some tags")
+
+
+@pytest.mark.parametrize(("option", "value"), [("temperature", 0.5), ("seed", 3), ("top_k", 4)])
+def test_capabilities_refuse_sampling_options_before_any_call(option: str, value: object) -> None:
+    runner = _GreedyOnly(["x"])
+    with pytest.raises(UnsupportedFeatureError, match=rf"{option}={value!r} cannot be honoured: _GreedyOnly"):
+        runner("q", **{option: value})
+    assert runner("q", stop=["\n"]) == "x"  # a declared option passes
+
+
+def test_capabilities_refuse_field_kinds_and_streaming() -> None:
+    runner = _GreedyOnly(['{"tags": []}'])
+    with pytest.raises(UnsupportedFeatureError, match=r"Tagged\.tags is a list field"):
+        runner("q", output_type=Tagged)
+    with pytest.raises(UnsupportedFeatureError, match=r"_GreedyOnly.*cannot stream"):
+        runner.stream("q")
+
+
+def test_field_kinds_of_a_type() -> None:
+    class Inner(Type):
+        n: int | None = Context("n")
+
+    class Outer(Type):
+        inner: Inner = Context("inner")
+        kind: Literal["a", "b"] = Context("kind")
+        flags: list[bool] = Context("flags")
+
+    assert field_kinds(Outer) == {
+        "nested": "inner",
+        "optional": "inner.n",
+        "int": "inner.n",
+        "literal": "kind",
+        "list": "flags",
+        "bool": "flags",
+    }

@@ -17,7 +17,8 @@ from llmrun import Context, GenerationConfig, Type
 from llmrun.backends.local import LocalRunner, decode
 from llmrun.backends.local.engine import LocalEngine
 from llmrun.backends.local.evaluation import greedy_generate
-from llmrun.errors import InvalidInputError, PromptTooLongError
+from llmrun.data import load_examples
+from llmrun.errors import GenerationError, InvalidInputError, PromptTooLongError
 from llmrun.runner import CompletionRequest, OutputSpec
 
 PROMPTS = [
@@ -182,11 +183,8 @@ def test_batch_close_cancels_every_row(runner: LocalRunner) -> None:
 
 
 def test_evaluation_uses_the_runners_decoder_not_a_second_one(runner: LocalRunner) -> None:
-    runner.load_data([{"input": f"q{i}", "output": f"a{i}"} for i in range(6)])
-    try:
-        runner.evaluate()
-    finally:
-        runner.clear_data()
+    examples = load_examples([{"input": f"q{i}", "output": f"a{i}"} for i in range(6)])
+    runner.evaluate_examples(examples)
     assert runner.model not in decode._PREPARED  # no weights prepared a second time
 
 
@@ -205,3 +203,61 @@ def test_evaluation_stops_on_the_engines_eos_set(tiny_gpt_neox_dir: Path) -> Non
     assert first_token in engine.eos_token_ids
     assert alone(engine, prompt, GenerationConfig(max_new_tokens=4)).text == ""
     assert greedy_generate(engine, [prompt], 4) == [""]  # the same answer as the runner gives
+
+
+def test_a_row_whose_grammar_fails_fails_alone(runner: LocalRunner) -> None:
+    engine = runner.engine
+    config = GenerationConfig(max_new_tokens=8)
+    typed = GenerationConfig(max_new_tokens=48)
+    batch = engine.batch()
+    before = batch.add(PROMPTS[0], config)
+    broken = batch.add(PROMPTS[1], typed, OutputSpec.for_type(Answer))
+    after = batch.add(PROMPTS[2], config)
+    assert broken.constraint is not None
+    real_advance = broken.constraint.advance
+    calls = {"n": 0}
+
+    def advance_then_fail(tokens: Any) -> None:  # a forced grammar failure at its third token
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise GenerationError("the grammar broke")
+        real_advance(tokens)
+
+    broken.constraint.advance = advance_then_fail
+    finished = []
+    while batch.busy:
+        finished += batch.step()
+    assert broken in finished
+    assert isinstance(broken.error, GenerationError)
+    with pytest.raises(GenerationError, match="the grammar broke"):
+        broken.result()
+    assert before.result() == alone(engine, PROMPTS[0], config)
+    assert after.result() == alone(engine, PROMPTS[2], config)
+
+
+def test_rows_can_be_awaited_from_another_thread(runner: LocalRunner) -> None:
+    engine = runner.engine
+    config = GenerationConfig(max_new_tokens=6)
+    batch = engine.batch()
+    row = batch.add(PROMPTS[3], config)
+    stepper = threading.Thread(target=batch.run)
+    stepper.start()
+    assert row.wait(timeout=30)
+    stepper.join()
+    assert row.result() == alone(engine, PROMPTS[3], config)
+    cancelled = batch.add(PROMPTS[0], config)
+    cancelled.cancel()
+    assert cancelled.wait(timeout=0)
+    with pytest.raises(GenerationError, match="cancelled"):
+        cancelled.result()
+
+
+def test_evaluation_honours_quantize(tiny_gpt_neox_dir: Path) -> None:
+    int8 = llmrun.load(str(tiny_gpt_neox_dir), backend="local", device="cpu", quantize="int8")
+    assert isinstance(int8, LocalRunner)
+    prompts = PROMPTS[:3]
+    # evaluation's answers are the int8 runner's own, through its one prepared (int8) decoder
+    assert greedy_generate(int8.engine, prompts, 6) == int8(prompts, max_new_tokens=6)
+    int8.evaluate_examples(load_examples([{"input": f"q{i}", "output": f"a{i}"} for i in range(6)]))
+    assert int8.model not in decode._PREPARED
+    assert int8.engine.prepared.quantize == "int8"

@@ -355,8 +355,8 @@ def test_unflatten() -> None:
 
 @pytest.mark.parametrize(
     ("schema", "field", "kind"),
-    [(WithList, "WithList.tags", "a list"), (WithLiteral, "WithLiteral.kind", "a Literal"),
-     (WithEnum, "WithEnum.color", "an Enum"), (Deep, "Deep.extras", "a list")],
+    [(WithList, "WithList.tags", "a list"), (WithLiteral, "WithLiteral.kind", "a literal"),
+     (WithEnum, "WithEnum.color", "an enum"), (Deep, "Deep.extras", "a list")],
 )  # fmt: skip
 def test_inexpressible_fields_fail_before_the_call(
     server: FakeLaminiServer, schema: type[Type], field: str, kind: str
@@ -499,7 +499,12 @@ def test_batch_failure_names_the_failed_items(server: FakeLaminiServer) -> None:
     with pytest.raises(BatchError, match=r"2 of 6 prompts failed \(items 0-1\)") as info:
         make(server, batch_size=2, max_concurrency=1)([f"p{i}" for i in range(6)])
     assert sorted(info.value.failures) == [0, 1]
+    assert info.value.failed == [0, 1]
     assert isinstance(info.value.failures[0], BadRequestError)
+    assert str(info.value.failures[0]).startswith("items 0-1: ")
+    # the chunks that succeeded are kept, in order, as the call would have returned them
+    good = make(server)([f"p{i}" for i in range(2, 6)])
+    assert info.value.results == [None, None, *good]
 
 
 def test_authentication_failure_in_a_batch_is_raised_as_is(server: FakeLaminiServer) -> None:

@@ -418,13 +418,17 @@ def test_settings_lamini_cannot_honour_fail_before_any_request(
     assert fake_lamini.requests == []
 
 
-def test_local_only_settings_are_ignored_with_a_warning(
+def test_settings_lamini_ignores_are_warned_about_but_not_local_loop_ones(
     fake_lamini: FakeLaminiServer, qa_file: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="llmrun"):
-        loaded_runner(fake_lamini, qa_file).train(epochs=5, batch_size=2, bf16=True, max_steps=3)
+        loaded_runner(fake_lamini, qa_file).train(
+            epochs=5, batch_size=2, bf16=True, save_every_steps=10, max_steps=3
+        )
     assert fake_lamini.jobs[1].finetune_args == {"max_steps": 3}
-    assert "Lamini ignores training option(s) batch_size, bf16, epochs" in caplog.text
+    assert "Lamini ignores training option(s) batch_size, epochs:" in caplog.text
+    assert "bf16" not in caplog.text  # the local loop's settings are not Lamini's to warn about
+    assert "save_every_steps" not in caplog.text
 
 
 def test_finetune_args_of_default_options_are_empty() -> None:

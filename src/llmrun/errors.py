@@ -7,6 +7,8 @@ Messages name what is wrong and how to fix it; they never contain API keys.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class LLMRunError(Exception):
     """Base class of every error llmrun raises."""
@@ -112,11 +114,65 @@ class RequestTimeoutError(BackendError, TimeoutError):
 
 
 class BatchError(LLMRunError):
-    """Some items of a batch failed. ``failures`` maps item index to its error."""
+    """Some items of a batch failed; the others did not.
 
-    def __init__(self, message: str, failures: dict[int, BaseException]) -> None:
+    ``failures`` maps each failed item's index to its error (whose message starts with
+    ``item N:``); ``failed`` lists those indices in order; ``results`` holds one entry per item
+    of the batch: what that item returned (a ``str``, a ``Type`` instance, a ``RunResult``...,
+    as the call would have), or ``None`` where it failed.
+    """
+
+    def __init__(
+        self, message: str, failures: dict[int, BaseException], results: list[Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.failures = failures
+        self.results: list[Any] = list(results) if results is not None else []
+
+    @property
+    def failed(self) -> list[int]:
+        """The indices of the failed items, in order."""
+        return sorted(self.failures)
+
+    @classmethod
+    def of(cls, failures: dict[int, BaseException], results: list[Any]) -> BatchError:
+        """A BatchError for ``failures`` among ``len(results)`` items; each error is named by its items."""
+        kinds = "; ".join(sorted({f"{type(e).__name__}: {e}" for e in failures.values()})[:3])
+        shared: dict[int, list[int]] = {}
+        for index, error in failures.items():
+            shared.setdefault(id(error), []).append(index)
+        for indices in shared.values():
+            name_item(failures[indices[0]], sorted(indices))
+        where = index_ranges(sorted(failures))
+        return cls(
+            f"{len(failures)} of {len(results)} prompts failed (items {where}): {kinds}", failures, results
+        )
+
+
+def name_item(error: BaseException, indices: list[int]) -> BaseException:
+    """Prefix ``error``'s message with the batch item(s) it belongs to, once; sets ``error.items``."""
+    if getattr(error, "items", None) is None:
+        error.items = list(indices)  # type: ignore[attr-defined]
+        label = f"item {indices[0]}" if len(indices) == 1 else f"items {index_ranges(indices)}"
+        first = str(error.args[0]) if error.args else ""
+        error.args = (f"{label}: {first}", *error.args[1:])
+    return error
+
+
+def index_ranges(indices: list[int]) -> str:
+    """``[0, 1, 2, 5]`` as ``"0-2, 5"``."""
+    if not indices:
+        return ""
+    parts: list[str] = []
+    start = prev = indices[0]
+    for i in [*indices[1:], None]:
+        if i is not None and i == prev + 1:
+            prev = i
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if i is not None:
+            start = prev = i
+    return ", ".join(parts)
 
 
 class DataError(LLMRunError, ValueError):

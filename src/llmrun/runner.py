@@ -21,8 +21,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, overload
 
+from llmrun import outcomes
+from llmrun.capabilities import SAMPLING_OPTIONS as SAMPLING_OPTIONS
+from llmrun.capabilities import Capabilities as Capabilities
 from llmrun.errors import (
-    IncompleteOutputError,
     InvalidInputError,
     OutputValidationError,
     SchemaError,
@@ -50,11 +52,6 @@ Prompt = str | Type
 #: Why a completion ended: ``"stop"`` (an end-of-sequence token, a stop
 #: sequence, or the JSON closed) or ``"length"`` (the token budget ran out).
 FinishReason = Literal["stop", "length"]
-
-#: Every generation option a backend may honour besides ``max_new_tokens``.
-SAMPLING_OPTIONS: frozenset[str] = frozenset(
-    {"temperature", "top_p", "top_k", "repetition_penalty", "stop", "seed"}
-)
 
 
 @dataclass(frozen=True)
@@ -208,21 +205,6 @@ class RunResult(Generic[O]):
     usage: Usage
 
 
-@dataclass(frozen=True)
-class Capabilities:
-    """What a runner class can do, declared as data and checked in one place.
-
-    ``streams``: yields text as it is generated (else :meth:`ModelRunner.stream`
-    raises). ``trains``: fine-tunes. ``sampling``: the generation options
-    (besides ``max_new_tokens``) it honours; a request that sets another one
-    away from its default is refused before any work.
-    """
-
-    streams: bool = False
-    trains: bool = False
-    sampling: frozenset[str] = SAMPLING_OPTIONS
-
-
 class ModelRunner(ABC):
     """A model behind llmrun's interface. Subclass it to add a backend.
 
@@ -272,7 +254,7 @@ class ModelRunner(ABC):
 
         Closing the iterator (or dropping it) stops generation and frees the model. Optional.
         """
-        raise UnsupportedFeatureError(f"{type(self).__name__} (backend {self.backend_name!r}) cannot stream")
+        raise UnsupportedFeatureError(f"{self._who()} cannot stream")
 
     def train_examples(self, examples: list[TrainingExample], options: TrainOptions) -> TrainResult:
         """Fine-tune on ``examples``; afterwards the runner answers with the tuned model. Optional."""
@@ -306,8 +288,10 @@ class ModelRunner(ABC):
         ``repetition_penalty``, ``stop``, ``seed``) and may set ``template``.
         """
         request, single = self._prepare(prompt, output_type, options)
-        results = _results(self.complete(request), request)
-        outputs = [r.output for r in results]
+        outputs = [
+            r.output
+            for r in outcomes.results(outcomes.settled(self.complete, request), request, outputs=True)
+        ]
         return outputs[0] if single else outputs
 
     __call__ = generate
@@ -328,8 +312,8 @@ class ModelRunner(ABC):
     ) -> str | list[str] | T | list[T]:
         """Async :meth:`generate`; does not block the event loop."""
         request, single = self._prepare(prompt, output_type, options)
-        results = _results(await self.acomplete(request), request)
-        outputs = [r.output for r in results]
+        done = await outcomes.asettled(self.acomplete, request)
+        outputs = [r.output for r in outcomes.results(done, request, outputs=True)]
         return outputs[0] if single else outputs
 
     @overload
@@ -348,7 +332,7 @@ class ModelRunner(ABC):
     ) -> RunResult[Any] | list[RunResult[Any]]:
         """Like :meth:`generate`, but each result also carries its text, finish reason and token usage."""
         request, single = self._prepare(prompt, output_type, options)
-        results = _results(self.complete(request), request)
+        results = outcomes.results(outcomes.settled(self.complete, request), request)
         return results[0] if single else results
 
     @overload
@@ -369,7 +353,7 @@ class ModelRunner(ABC):
     ) -> RunResult[Any] | list[RunResult[Any]]:
         """Async :meth:`run`; does not block the event loop."""
         request, single = self._prepare(prompt, output_type, options)
-        results = _results(await self.acomplete(request), request)
+        results = outcomes.results(await outcomes.asettled(self.acomplete, request), request)
         return results[0] if single else results
 
     def stream(self, prompt: Prompt, output_type: type[Type] | None = None, **options: Any) -> Iterator[str]:
@@ -377,10 +361,15 @@ class ModelRunner(ABC):
 
         Closing the iterator (or dropping it) stops generation.
         """
+        if not self.capabilities.streams:
+            raise UnsupportedFeatureError(f"{self._who()} cannot stream")
         request, single = self._prepare(prompt, output_type, options)
         if not single:
             raise InvalidInputError("stream() takes one prompt, not a list; call it once per prompt")
         return self.stream_completion(request)
+
+    def _who(self) -> str:
+        return f"{type(self).__name__} (backend {self.backend_name!r})"
 
     def _prepare(
         self, prompt: Prompt | Sequence[Prompt], output_type: type[Type] | None, options: dict[str, Any]
@@ -396,6 +385,7 @@ class ModelRunner(ABC):
         template = check_template(options.pop("template")) if "template" in options else self.template
         config = self.generation.merged(**options)
         output_type = output.output_type if output is not None else None
+        self.capabilities.check(self._who(), config, output_type)
         single = isinstance(prompt, str | Type)
         items: Sequence[Any] = [prompt] if single else _as_prompt_list(prompt)
         prompts = tuple(_render_one(i, item, output_type, template) for i, item in enumerate(items))
@@ -456,43 +446,6 @@ class ModelRunner(ABC):
     def evaluate(self) -> EvalResult:
         """Evaluate the model on the held-out part of the loaded data."""
         return self.evaluate_examples(list(self._examples))
-
-
-def _results(completions: Sequence[Completion | str], request: CompletionRequest) -> list[RunResult[Any]]:
-    """Check a backend's completions against the request and parse typed outputs.
-
-    A plain ``str`` from a backend written before :class:`Completion` counts as a
-    finished completion with unknown usage.
-    """
-    if not isinstance(completions, list | tuple) or len(completions) != len(request.prompts):
-        count = len(completions) if isinstance(completions, list | tuple) else type(completions).__name__
-        raise InvalidInputError(f"backend returned {count} completions for {len(request.prompts)} prompts")
-    results: list[RunResult[Any]] = []
-    for item in completions:
-        done = Completion(item) if isinstance(item, str) else item
-        if not isinstance(done, Completion):
-            raise InvalidInputError(
-                f"backend returned a {type(done).__name__}; complete() must return llmrun Completion objects"
-            )
-        output: Any = done.text
-        if request.output is not None:
-            output = _parse(request.output, request.max_new_tokens, done)
-        results.append(RunResult(output, done.text, done.finish_reason, done.usage))
-    return results
-
-
-def _parse(output: OutputSpec, budget: int, done: Completion) -> Any:
-    """A typed completion's output; a cut-off one that does not parse is an :class:`IncompleteOutputError`."""
-    try:
-        return output.parse(done.text)
-    except OutputValidationError:
-        if done.finish_reason != "length":
-            raise
-        raise IncompleteOutputError(
-            f"the token budget (max_new_tokens={budget}) ran out before the "
-            f"{output.name} JSON was complete; raise max_new_tokens",
-            partial_text=done.text,
-        ) from None
 
 
 def _as_prompt_list(prompt: object) -> Sequence[Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from llmrun import Type
+from llmrun.capabilities import SAMPLING_OPTIONS, field_kinds
 from llmrun.errors import InvalidInputError, SchemaError, UnsupportedFeatureError
 from llmrun.runner import ModelRunner
 
@@ -14,26 +15,45 @@ from .schemas import ALL_SCHEMAS, SCALAR_SCHEMAS, Question
 QUESTIONS = [Question(question=q) for q in ("Who wrote Hamlet?", "What is 2 + 2?", "Where is Paris?")]
 
 
-def _typed_or_unsupported(
-    runner: ModelRunner, schema: type[Type], prompts: list[Question]
-) -> list[Type] | None:
-    """Typed results, or None when the backend declines the schema up front (UnsupportedFeatureError)."""
-    try:
-        return runner(prompts, output_type=schema, max_new_tokens=96)
-    except UnsupportedFeatureError:
-        if schema in SCALAR_SCHEMAS:
-            raise
-        return None
-
-
 @pytest.mark.parametrize("schema", ALL_SCHEMAS, ids=lambda s: s.__name__)
-def test_typed_single_is_a_valid_instance(runner: ModelRunner, schema: type[Type]) -> None:
-    results = _typed_or_unsupported(runner, schema, QUESTIONS[:1])
-    if results is None:
-        pytest.skip(f"{runner.backend_name} declines {schema.__name__} before calling (tested elsewhere)")
-    (result,) = results
+def test_typed_single_is_a_valid_instance_or_declined_as_declared(
+    runner: ModelRunner, schema: type[Type]
+) -> None:
+    missing = set(field_kinds(schema)) - runner.capabilities.field_kinds
+    if missing:  # the backend says it cannot hold these fields: it must refuse before any call
+        with pytest.raises(UnsupportedFeatureError, match=f"{sorted(missing)[0]} field"):
+            runner(QUESTIONS[0], output_type=schema, max_new_tokens=96)
+        return
+    result = runner(QUESTIONS[0], output_type=schema, max_new_tokens=96)
     assert type(result) is schema
     assert schema.model_validate(result.model_dump()) == result
+
+
+@pytest.mark.parametrize("option", sorted(SAMPLING_OPTIONS))
+def test_sampling_options_are_honoured_or_refused_as_declared(runner: ModelRunner, option: str) -> None:
+    value = {
+        "temperature": 0.7,
+        "top_p": 0.9,
+        "top_k": 5,
+        "repetition_penalty": 1.2,
+        "stop": ["\n"],
+        "seed": 7,
+    }
+    if option in runner.capabilities.sampling:
+        assert isinstance(runner("The sky is", max_new_tokens=4, **{option: value[option]}), str)
+    else:
+        with pytest.raises(UnsupportedFeatureError, match=option):
+            runner("The sky is", max_new_tokens=4, **{option: value[option]})
+
+
+def test_streaming_as_declared(runner: ModelRunner) -> None:
+    if runner.capabilities.streams:
+        assert "".join(runner.stream("The sky is", max_new_tokens=6)) == runner(
+            "The sky is", max_new_tokens=6
+        )
+    else:
+        with pytest.raises(UnsupportedFeatureError, match="cannot stream"):
+            runner.stream("The sky is")
 
 
 @pytest.mark.parametrize("schema", SCALAR_SCHEMAS, ids=lambda s: s.__name__)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import ClassVar
 
 from llmrun.errors import InvalidInputError
-from llmrun.generation import GenerationConfig
+from llmrun.generation import GenerationConfig, cut_at_stop
 from llmrun.runner import Capabilities, Completion, CompletionRequest, FinishReason, ModelRunner, Usage
 from llmrun.schema import Type
 from llmrun.testing.sample import sample_value
@@ -97,7 +97,7 @@ class FakeRunner(ModelRunner):
             rng = random.Random(self._seed_for(prompt, request))
             count = min(request.max_new_tokens, 12)
             full = " " + " ".join(rng.choice(_WORDS) for _ in range(count))
-            text = _cut_at_stop(full, request.config.stop)
+            text = cut_at_stop(full, request.config.stop)
             finish = "length" if count == request.max_new_tokens and text == full else "stop"
         usage = Usage(prompt_tokens=len(prompt.split()), completion_tokens=len(text.split()))
         return Completion(text, finish, usage)
@@ -119,8 +119,3 @@ class FakeRunner(ModelRunner):
         seed = request.config.seed if request.config.seed is not None else self.seed
         key = f"{seed}\0{prompt}\0{request.output.name if request.output else ''}"
         return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
-
-
-def _cut_at_stop(text: str, stop: tuple[str, ...]) -> str:
-    cut = min((i for s in stop if (i := text.find(s)) >= 0), default=len(text))
-    return text[:cut]

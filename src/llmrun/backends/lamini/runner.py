@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
@@ -22,6 +21,7 @@ from llmrun.backends.lamini.tuning import (
     train_on_lamini,
 )
 from llmrun.backends.lamini.wire_types import lamini_output_type, unflatten
+from llmrun.checks import is_int_at_least, is_number_at_least
 from llmrun.errors import (
     AuthenticationError,
     BackendError,
@@ -30,9 +30,8 @@ from llmrun.errors import (
     LLMRunError,
     ModelNotFoundError,
     TrainingError,
-    UnsupportedFeatureError,
 )
-from llmrun.generation import GenerationConfig
+from llmrun.generation import GenerationConfig, cut_at_stop
 from llmrun.runner import Capabilities, Completion, CompletionRequest, ModelRunner
 from llmrun.training import EvalResult, TrainingExample, TrainOptions, TrainResult
 
@@ -59,14 +58,17 @@ class LaminiRunner(ModelRunner):
     options Lamini honours); afterwards ``model_name`` is the tuned model.
 
     Lamini's completions API takes no sampling settings: ``temperature``,
-    ``top_p``, ``top_k`` and ``repetition_penalty`` must keep their defaults
-    (else :class:`~llmrun.errors.UnsupportedFeatureError`); ``stop`` is applied
-    to the returned text.
+    ``top_p``, ``top_k``, ``repetition_penalty`` and ``seed`` must keep their
+    defaults (else :class:`~llmrun.errors.UnsupportedFeatureError`, from the
+    runner's ``capabilities``); ``stop`` is applied to the returned text.
     """
 
     backend_name: ClassVar[str] = "lamini"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        streams=True, trains=True, sampling=frozenset({"stop", "seed"})
+        streams=True,
+        trains=True,
+        sampling=frozenset({"stop"}),
+        field_kinds=frozenset({"str", "int", "float", "bool", "optional", "nested"}),
     )
 
     def __init__(
@@ -128,7 +130,6 @@ class LaminiRunner(ModelRunner):
         return run_sync(lambda: self.acomplete(request))
 
     async def acomplete(self, request: CompletionRequest) -> list[Completion]:
-        _check_settings(request.config)
         wire_type = lamini_output_type(request.output_type) if request.output_type is not None else None
         prompts = request.prompts
         chunks = [
@@ -226,9 +227,7 @@ def _text(item: Any, stop: tuple[str, ...]) -> str:
             f'Lamini answered a text completion with {_shape(item)}; expected {{"output": "<text>"}}',
             status_code=200,
         )
-    text: str = item["output"]
-    cut = min((i for s in stop if (i := text.find(s)) >= 0), default=len(text))
-    return text[:cut]
+    return cut_at_stop(item["output"], stop)
 
 
 def _shape(value: Any) -> str:
@@ -237,51 +236,24 @@ def _shape(value: Any) -> str:
 
 
 def _collect(chunks: list[range], outcomes: list[list[Completion] | BaseException]) -> list[Completion]:
-    """Join chunk results in order, or raise: one error as is, several as a BatchError."""
+    """Join chunk results in order, or raise: one error as is, several as a BatchError that keeps
+    the completions of the chunks that succeeded."""
     errors = [(c, o) for c, o in zip(chunks, outcomes, strict=True) if isinstance(o, BaseException)]
+    results: list[Completion | None] = []
+    for chunk, outcome in zip(chunks, outcomes, strict=True):
+        results += [None] * len(chunk) if isinstance(outcome, BaseException) else outcome
     if not errors:
-        return [text for o in outcomes if not isinstance(o, BaseException) for text in o]
+        return [c for c in results if c is not None]
     for _, error in errors:
         if not isinstance(error, LLMRunError):
             raise error  # a bug or a cancellation, not a backend failure
     if len(chunks) == 1 or isinstance(errors[0][1], _WHOLE_CALL_ERRORS):
         raise errors[0][1]
-    failures = {i: error for chunk, error in errors for i in chunk}
-    total = sum(len(c) for c in chunks)
-    kinds = "; ".join(sorted({f"{type(e).__name__}: {e}" for _, e in errors})[:3])
-    raise BatchError(
-        f"{len(failures)} of {total} prompts failed (items {_ranges(sorted(failures))}): {kinds}",
-        failures,
-    )
-
-
-def _ranges(indices: list[int]) -> str:
-    parts: list[str] = []
-    start = prev = indices[0]
-    for i in [*indices[1:], None]:
-        if i is not None and i == prev + 1:
-            prev = i
-            continue
-        parts.append(str(start) if start == prev else f"{start}-{prev}")
-        if i is not None:
-            start = prev = i
-    return ", ".join(parts)
-
-
-def _check_settings(config: GenerationConfig) -> None:
-    defaults = GenerationConfig()
-    for name in ("temperature", "top_p", "top_k", "repetition_penalty"):
-        value = getattr(config, name)
-        if value != getattr(defaults, name):
-            raise UnsupportedFeatureError(
-                f"{name}={value!r} cannot be honoured: Lamini's completions API has no {name} setting. "
-                f"Leave {name} at its default ({getattr(defaults, name)!r}) or use the local backend"
-            )
+    raise BatchError.of({i: error for chunk, error in errors for i in chunk}, results)
 
 
 def _positive(name: str, value: object, allow_zero: bool = False) -> None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or float(value) < 0 or (float(value) == 0 and not allow_zero):  # type: ignore[arg-type]
+    if not is_number_at_least(value, 0, strict=not allow_zero):
         rule = ">= 0" if allow_zero else "> 0"
         raise ConfigurationError(
             f"lamini option {name}={value!r} is invalid: it must be a number of seconds {rule}"
@@ -289,7 +261,7 @@ def _positive(name: str, value: object, allow_zero: bool = False) -> None:
 
 
 def _count(name: str, value: object, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_int_at_least(value, minimum):
         raise ConfigurationError(
             f"lamini option {name}={value!r} is invalid: it must be an integer >= {minimum}"
         )

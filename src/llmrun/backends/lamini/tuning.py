@@ -61,6 +61,21 @@ MAPPED_OPTIONS = ("max_steps", "learning_rate")
 REFUSED_OPTIONS = ("method", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "resume")
 #: ``TrainOptions`` fields this module reads itself (``poll_interval``/``progress`` if they exist).
 USED_OPTIONS = ("num_samples", "poll_interval", "progress")
+#: ``TrainOptions`` fields that only set up llmrun's own local training loop; not Lamini's
+#: concern, so they are left alone without a warning.
+LOCAL_LOOP_OPTIONS = (
+    "gradient_accumulation_steps",
+    "warmup_ratio",
+    "weight_decay",
+    "max_grad_norm",
+    "bf16",
+    "gradient_checkpointing",
+    "save_every_steps",
+    "keep_checkpoints",
+    "log_every_steps",
+    "eval_max_examples",
+    "eval_max_new_tokens",
+)
 
 T = TypeVar("T")
 
@@ -121,9 +136,11 @@ def finetune_args(options: TrainOptions) -> dict[str, Any]:
     ``max_steps`` and ``learning_rate`` are sent when set. Asking for a tuning
     method or LoRA settings, or ``resume=True``, raises
     :class:`UnsupportedFeatureError`: Lamini picks its tuning method itself and
-    has no local run to resume. Every other setting changed from its default
-    (epochs, batch size, checkpoints, eval split...) has no Lamini counterpart
-    and is ignored with one logged warning naming them.
+    has no local run to resume. Settings of the local training loop
+    (:data:`LOCAL_LOOP_OPTIONS`: checkpoints, bf16, warmup...) are not Lamini's
+    and are left alone; any other setting changed from its default (epochs,
+    batch size, eval split...) has no Lamini counterpart and is ignored with one
+    logged warning naming them.
     """
     defaults = TrainOptions()
     changed = {
@@ -140,7 +157,7 @@ def finetune_args(options: TrainOptions) -> dict[str, Any]:
             + ": Lamini chooses its tuning method and adapter settings itself and has no local run "
             "to resume. Drop them, or fine-tune with backend 'local'"
         )
-    ignored = sorted(set(changed) - set(MAPPED_OPTIONS) - set(USED_OPTIONS))
+    ignored = sorted(set(changed) - set(MAPPED_OPTIONS) - set(USED_OPTIONS) - set(LOCAL_LOOP_OPTIONS))
     if ignored:
         logger.warning(
             "Lamini ignores training option(s) %s: they have no counterpart in Lamini's tuning API "

@@ -1,7 +1,9 @@
 """The local backend: Hugging Face transformers + torch on this machine's CPU or GPU.
 
-``LocalRunner`` is imported on first use, so importing one of this package's
-modules (say, the grammar) does not load the whole backend.
+``LocalRunner`` (a thin adapter) and ``LocalEngine`` (the one owner of local
+generation, which evaluation, benchmarks and servers share) are imported on first
+use, so importing one of this package's modules (say, the grammar) does not load
+the whole backend.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     ) from exc
 
 if TYPE_CHECKING:
+    from llmrun.backends.local.engine import LocalEngine
     from llmrun.backends.local.runner import LocalRunner
 
-__all__ = ["LocalRunner"]
+__all__ = ["LocalEngine", "LocalRunner"]
 
 
 def __getattr__(name: str) -> Any:
@@ -30,4 +33,8 @@ def __getattr__(name: str) -> Any:
         from llmrun.backends.local.runner import LocalRunner
 
         return LocalRunner
+    if name == "LocalEngine":
+        from llmrun.backends.local.engine import LocalEngine
+
+        return LocalEngine
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

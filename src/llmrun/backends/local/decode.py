@@ -28,6 +28,7 @@ from torch import nn
 from llmrun.backends.local.forward import Decoder, Session, build_decoder
 from llmrun.backends.local.quantize import check_quantize
 from llmrun.backends.local.sampling import Sampler
+from llmrun.checks import is_int_at_least
 from llmrun.errors import InvalidInputError
 from llmrun.generation import GenerationConfig
 
@@ -71,8 +72,11 @@ class TokenConstraint(Protocol):
 class PreparedModel:
     """A causal LM prepared for :func:`generate_tokens`; build with :func:`prepare_model_for_decoding`.
 
-    The prepared copies of weights are rebuilt automatically when the model's weights or modules
-    change (training steps, peft adapters), so a prepared model never decodes with stale weights.
+    The prepared copies of weights are rebuilt automatically when the model's modules change
+    (peft adapters) or its weights change through tracked in-place ops. Fused optimizer steps
+    (``AdamW(fused=True)``, which local training uses) do not bump the weights' version counters:
+    after such updates, prepare again (:meth:`LocalEngine.refresh
+    <llmrun.backends.local.engine.LocalEngine.refresh>` does), as training does before it answers.
     It keeps the model alive unless ``weak`` (used for the per-model cache of raw models).
     """
 
@@ -318,13 +322,11 @@ def generate_tokens(
     """
     prepared = _prepared(model)
     decoder = prepared.decoder()
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
+    if not is_int_at_least(max_new_tokens, 1):
         raise InvalidInputError(f"max_new_tokens={max_new_tokens!r} is invalid: use a positive integer")
     if not isinstance(config, GenerationConfig):
         raise InvalidInputError(f"config must be a llmrun GenerationConfig, got {type(config).__name__}")
-    if vocab_size is not None and (
-        isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 1
-    ):
+    if vocab_size is not None and not is_int_at_least(vocab_size, 1):
         raise InvalidInputError(f"vocab_size={vocab_size!r} is invalid: use a positive integer or None")
     input_ids, attention_mask = _checked_batch(input_ids, attention_mask, decoder)
     eos = {int(t) for t in eos_token_ids} if eos_token_ids is not None else set()

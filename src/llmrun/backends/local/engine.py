@@ -27,7 +27,16 @@ from llmrun.backends.local import decode as decoding
 from llmrun.backends.local.quantize import check_quantize
 from llmrun.backends.local.stepping import EngineBatch, Row
 from llmrun.backends.local.text import TextDeltas, stop_sequence_hit, unstable_token_ids
-from llmrun.errors import ConfigurationError, InvalidInputError, PromptTooLongError, UnsupportedFeatureError
+from llmrun.checks import is_int_at_least
+from llmrun.errors import (
+    BatchError,
+    ConfigurationError,
+    InvalidInputError,
+    LLMRunError,
+    PromptTooLongError,
+    UnsupportedFeatureError,
+    name_item,
+)
 from llmrun.generation import GenerationConfig, cut_at_stop
 from llmrun.runner import Completion, CompletionRequest, OutputSpec, Usage
 
@@ -69,7 +78,7 @@ class LocalEngine:
     @staticmethod
     def check_options(*, quantize: object, max_batch_size: object) -> str:
         """Check the engine's options (:class:`~llmrun.errors.ConfigurationError`); the quantize mode."""
-        if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
+        if not is_int_at_least(max_batch_size, 1):
             raise ConfigurationError(f"max_batch_size={max_batch_size!r} is invalid: use a positive integer")
         try:
             return check_quantize(quantize)
@@ -144,12 +153,37 @@ class LocalEngine:
     def generate(self, request: CompletionRequest) -> list[Completion]:
         """One completion per prompt of ``request``, in order."""
         budget = request.max_new_tokens
-        encoded = [self.encode(p, budget) for p in request.prompts]
-        completions: list[Completion] = []
-        for start in range(0, len(encoded), self.max_batch_size):
-            chunk = encoded[start : start + self.max_batch_size]
-            completions += self.generate_ids(chunk, request.config, budget, request.output)
-        return completions
+        encoded = [
+            self._encode_item(i, p, budget, len(request.prompts)) for i, p in enumerate(request.prompts)
+        ]
+        chunks = [
+            range(i, min(i + self.max_batch_size, len(encoded)))
+            for i in range(0, len(encoded), self.max_batch_size)
+        ]
+        results: list[Completion | None] = []
+        failures: dict[int, BaseException] = {}
+        for chunk in chunks:
+            try:
+                results += self.generate_ids(
+                    [encoded[i] for i in chunk], request.config, budget, request.output
+                )
+            except LLMRunError as exc:  # this chunk failed; the others keep their completions
+                if len(chunks) == 1:
+                    raise
+                failures.update(dict.fromkeys(chunk, exc))
+                results += [None] * len(chunk)
+        if failures:
+            raise BatchError.of(failures, results)
+        return [c for c in results if c is not None]
+
+    def _encode_item(self, index: int, prompt: str, budget: int, count: int) -> list[int]:
+        """:meth:`encode`; in a batch, the error names the prompt."""
+        try:
+            return self.encode(prompt, budget)
+        except LLMRunError as exc:
+            if count > 1:
+                name_item(exc, [index])
+            raise
 
     def generate_ids(
         self,
@@ -219,6 +253,8 @@ def _drive(batch: EngineBatch, row: Row) -> Iterator[str]:
     try:
         while not row.done:
             batch.step()
+            if row.error is not None:
+                raise row.error
             piece = row.text_delta()
             if piece:
                 yield piece

@@ -96,7 +96,7 @@ def evaluate_local(
         if not held:
             held, on_training_data = list(examples), True
     model, tokenizer = engine.model, engine.tokenizer
-    max_length = _max_length(model, options)
+    max_length = min(options.max_length, engine.context_length)
     encoded = encode_examples(tokenizer, held, max_length)
     loss, tokens = heldout_loss(model, encoded, pad_id(tokenizer), options.batch_size, options.bf16)
     perplexity = math.exp(min(loss, 700.0)) if not math.isnan(loss) else None
@@ -127,8 +127,3 @@ def evaluate_local(
             "on_training_data": on_training_data,
         },
     )
-
-
-def _max_length(model: Any, options: TrainOptions) -> int:
-    limit = getattr(model.config, "max_position_embeddings", None)
-    return min(options.max_length, limit) if isinstance(limit, int) and limit > 0 else options.max_length

@@ -101,6 +101,11 @@ def merge_into_base(peft_model: Any) -> Any:
     return peft_model.merge_and_unload()
 
 
+def remove_adapters(peft_model: Any) -> Any:
+    """Take the adapter layers out again without merging them; returns the base model as it was."""
+    return peft_model.unload()
+
+
 def is_adapter_dir(path: str | Path) -> bool:
     """Whether ``path`` is a saved LoRA adapter folder."""
     return (Path(path) / ADAPTER_CONFIG).is_file()

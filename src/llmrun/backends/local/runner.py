@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from llmrun.backends.local.engine import LocalEngine
 from llmrun.backends.local.loading import LoadSettings, load_model_and_tokenizer
+from llmrun.backends.local.runs import run_stem
 from llmrun.generation import GenerationConfig
 from llmrun.runner import Capabilities, Completion, CompletionRequest, ModelRunner
 from llmrun.training import EvalResult, TrainingExample, TrainOptions, TrainResult
@@ -52,6 +53,7 @@ class LocalRunner(ModelRunner):
         self.runs_dir = Path(runs_dir)
         self.progress = bool(progress)
         self._train_options: TrainOptions | None = None
+        self._run_stem = run_stem(model_name)  # every run of this runner is named after its base model
         self.settings = LoadSettings(device, dtype, trust_remote_code, allow_pickle, revision, cache_dir)
         LocalEngine.check_options(quantize=quantize, max_batch_size=max_batch_size)  # before the slow load
         model, tokenizer, self.device = load_model_and_tokenizer(model_name, self.settings)
@@ -121,8 +123,12 @@ class LocalRunner(ModelRunner):
 
         run_dir = self._run_dir(options)
         with self.engine.lock:
-            result = train_local(self.engine, examples, options, run_dir, progress=self.progress)
-            self.engine.refresh()  # the weights changed
+            try:
+                result = train_local(self.engine, examples, options, run_dir, progress=self.progress)
+            finally:
+                # the optimizer's fused in-place updates can leave the weights' version counters
+                # as they were, so the prepared copies are rebuilt explicitly, after success or restore
+                self.engine.refresh()
         self._train_options = options
         self.model_name = result.model_name
         return result
@@ -131,16 +137,15 @@ class LocalRunner(ModelRunner):
         """Held-out loss, perplexity, exact match and samples, on the split training used."""
         from llmrun.backends.local.evaluation import evaluate_local
 
-        return evaluate_local(self.engine, examples, self._train_options)
+        with self.engine.lock:  # its held-out loss runs the model directly
+            return evaluate_local(self.engine, examples, self._train_options)
 
     def _run_dir(self, options: TrainOptions) -> Path:
-        """A new run directory, or with ``resume`` the newest one of this model."""
-        from llmrun.backends.local.training import new_run_dir
+        """A new run directory named after the base model, or with ``resume`` its newest run."""
+        from llmrun.backends.local.runs import latest_run_dir, new_run_dir
 
-        fresh = new_run_dir(self.runs_dir, self.model_name)
         if options.resume:
-            stem = fresh.name.rsplit("-", 2)[0]
-            earlier = sorted(p for p in self.runs_dir.glob(f"{stem}-*") if p.is_dir())
-            if earlier:
-                return earlier[-1]
-        return fresh
+            latest = latest_run_dir(self.runs_dir, self._run_stem)
+            if latest is not None:
+                return latest
+        return new_run_dir(self.runs_dir, self._run_stem)

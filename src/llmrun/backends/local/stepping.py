@@ -31,7 +31,7 @@ import torch
 from llmrun.backends.local.decode import decode_one_token, eval_mode, left_pad, prefill
 from llmrun.backends.local.sampling import Sampler
 from llmrun.backends.local.text import TextDeltas, stop_sequence_hit
-from llmrun.errors import InvalidInputError
+from llmrun.errors import GenerationError, InvalidInputError
 from llmrun.generation import GenerationConfig, cut_at_stop
 from llmrun.runner import Completion, FinishReason, OutputSpec, Usage
 
@@ -54,20 +54,55 @@ class Row:
     deltas: TextDeltas
     tokens: list[int] = field(default_factory=list)
     completion: Completion | None = None
+    #: Why the row failed, when it did (its grammar, or its group's forward, raised).
+    error: BaseException | None = None
     cancelled: bool = False
+    _ended: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
     def done(self) -> bool:
-        """Finished (``completion`` is set) or cancelled."""
-        return self.completion is not None or self.cancelled
+        """Finished (``completion`` is set), failed (``error``) or cancelled."""
+        return self.completion is not None or self.error is not None or self.cancelled
 
     def cancel(self) -> None:
         """Stop this row; it leaves the batch at the next step (safe from any thread)."""
         self.cancelled = True
+        self._ended.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the row is done (from another thread than the one stepping); False on timeout."""
+        return self._ended.wait(timeout)
+
+    def result(self) -> Completion:
+        """The completion; raises the row's error, or :class:`~llmrun.errors.GenerationError` if it was
+        cancelled or is not done yet."""
+        if self.error is not None:
+            raise self.error
+        if self.completion is None:
+            raise GenerationError("this row was cancelled" if self.cancelled else "this row is not done yet")
+        return self.completion
+
+    def _end(self, completion: Completion | None = None, error: BaseException | None = None) -> None:
+        self.completion, self.error = completion, error
+        self._ended.set()
 
     def text_delta(self) -> str:
         """Text generated since the last call that can no longer change (for streaming)."""
         return self.deltas.take(self.tokens, final=self.completion is not None)
+
+
+def _fail_all(rows: list[Row], error: BaseException) -> list[Row]:
+    for row in rows:
+        row._end(error=error)
+    return rows
+
+
+def _guarded(row: Row, call: Any, arg: torch.Tensor) -> None:
+    """``call(arg)`` for one row's grammar; an error fails that row only."""
+    try:
+        call(arg)
+    except Exception as exc:
+        row._end(error=exc)
 
 
 def _sampling_key(config: GenerationConfig) -> tuple[Any, ...]:
@@ -167,9 +202,13 @@ class EngineBatch:
         engine = self.engine
         with engine.lock, torch.inference_mode(), eval_mode(engine.model):
             decoder = engine.prepared.decoder()
-            self._groups += self._start(decoder, joining)
+            self._groups += self._start(decoder, joining, finished)
             for group in self._groups:
-                finished += self._advance(group)
+                try:
+                    finished += self._advance(group)
+                except Exception as exc:  # the group's forward failed: its rows fail, others go on
+                    finished += _fail_all([r for r in group.rows if r is not None and not r.done], exc)
+                    group.rows = []
             self._groups = [g for g in self._groups if any(r is not None for r in g.rows)]
             self._merge()
         return finished
@@ -183,7 +222,7 @@ class EngineBatch:
         return [r.completion for r in rows if r.completion is not None]
 
     # ---------------------------------------------------------------------------- internals
-    def _start(self, decoder: Any, rows: list[Row]) -> list[_Group]:
+    def _start(self, decoder: Any, rows: list[Row], finished: list[Row]) -> list[_Group]:
         """A new group per sampling setting for the rows that joined (prefilled at their first step)."""
         by_key: dict[tuple[Any, ...], list[Row]] = {}
         for row in rows:
@@ -194,10 +233,14 @@ class EngineBatch:
             input_ids, mask = left_pad([r.prompt_ids for r in members], device=self.engine.device)
             budget = max(r.budget for r in members)
             argmax_only = config.greedy and config.repetition_penalty == 1.0
-            session = decoder.start(
-                input_ids, mask, budget, argmax_only=argmax_only, vocab_size=self.engine.vocab_size
-            )
-            sampler = Sampler(config, input_ids, mask, budget)
+            try:
+                session = decoder.start(
+                    input_ids, mask, budget, argmax_only=argmax_only, vocab_size=self.engine.vocab_size
+                )
+                sampler = Sampler(config, input_ids, mask, budget)
+            except Exception as exc:
+                finished += _fail_all(members, exc)
+                continue
             groups.append(_Group(session, sampler, key, list(members)))
         return groups
 
@@ -210,7 +253,7 @@ class EngineBatch:
         rows = group.rows
         for j, row in enumerate(rows):
             if row is not None and row.constraint is not None:
-                row.constraint.mask_logits(logits[j : j + 1])
+                _guarded(row, row.constraint.mask_logits, logits[j : j + 1])
         vocab = self.engine.vocab_size
         if vocab < logits.shape[1]:
             logits[:, vocab:] = float("-inf")
@@ -218,8 +261,8 @@ class EngineBatch:
         if group.sampler.greedy:
             tokens = group.session.refine_argmax(logits, tokens)
         for j, row in enumerate(rows):
-            if row is not None and row.constraint is not None and not row.cancelled:
-                row.constraint.advance(tokens[j : j + 1])
+            if row is not None and row.constraint is not None and not row.done:
+                _guarded(row, row.constraint.advance, tokens[j : j + 1])
         group.sampler.record(tokens)
         finished: list[Row] = []
         keep: list[int] = []
@@ -227,10 +270,12 @@ class EngineBatch:
             if row is None:
                 keep.append(j)
                 continue
-            if not row.cancelled:
+            if row.error is not None:
+                finished.append(row)
+            elif not row.cancelled:
                 reason = self._take(row, token)
                 if reason is not None:
-                    row.completion = self._completion(row, reason)
+                    row._end(completion=self._completion(row, reason))
                     finished.append(row)
             if not row.done:
                 keep.append(j)
