@@ -24,9 +24,10 @@ from typing import Any, Literal
 
 from llmrun.backends.local.engine import LocalEngine
 from llmrun.backends.local.stepping import Row
+from llmrun.errors import LLMRunError
 from llmrun.generation import GenerationConfig
 from llmrun.runner import Completion, OutputSpec
-from llmrun.serve.errors import QueueFullError, ServeError
+from llmrun.serve.errors import QueueFullError, ServeError, from_llmrun
 from llmrun.serve.metrics import Metrics
 
 __all__ = ["Event", "Scheduler", "Ticket"]
@@ -220,6 +221,10 @@ class Scheduler:
             row = t.row
             if t.closed or row.cancelled:
                 continue
+            if row.error is not None:  # its grammar or its group's forward failed; the others go on
+                log.error("a row failed: %r", row.error)
+                t.send("error", _row_error(row.error))
+                continue
             if t.stream:
                 piece = row.text_delta()
                 if piece:
@@ -240,6 +245,12 @@ class Scheduler:
             self._running = []
             self._batch.close()
             self._batch = self.engine.batch()
+
+
+def _row_error(error: BaseException) -> ServeError:
+    if isinstance(error, LLMRunError):
+        return from_llmrun(error)
+    return ServeError(500, f"generation failed: {error}", code="server_error")
 
 
 def completion_of(event: Event) -> Completion:

@@ -162,7 +162,7 @@ class EngineBatch:
 
     def admit(self, row: Row) -> Row:
         """Queue a row from :meth:`prepare`; it joins at the next :meth:`step`. Safe from any thread."""
-        if not isinstance(row, Row) or row.tokens or row.completion is not None:
+        if not isinstance(row, Row) or row.tokens or row.completion is not None or row.error is not None:
             raise InvalidInputError("admit() takes a fresh row from EngineBatch.prepare()")
         with self._add_lock:
             self._waiting.append(row)
