@@ -50,7 +50,10 @@ def chat_prompt(text: str) -> str:
 
 
 def test_models_lists_the_served_model(client: openai.OpenAI) -> None:
-    assert [m.id for m in client.models.list()] == [MODEL]
+    assert [(m.id, m.owned_by) for m in client.models.list()] == [(MODEL, "llmrun")]
+    assert client.models.retrieve(MODEL).id == MODEL
+    with pytest.raises(openai.NotFoundError, match="not served here"):
+        client.models.retrieve("gpt-4")
 
 
 def test_completions_are_the_engines_own_with_usage(client: openai.OpenAI, serve_engine: LocalEngine) -> None:

@@ -73,6 +73,7 @@ def create_app(engine: LocalEngine, settings: ServeSettings, model_name: str) ->
         Route("/health", _route(state, "health", _health), methods=["GET"]),
         Route("/metrics", _route(state, "metrics", _metrics), methods=["GET"]),
         Route("/v1/models", _route(state, "models", _models), methods=["GET"]),
+        Route("/v1/models/{name:path}", _route(state, "models", _model), methods=["GET"]),
         Route("/v1/version", _route(state, "version", _version), methods=["GET"]),
         Route("/v1/completions", _route(state, "completions", _completions), methods=["POST"]),
         Route("/v1/chat/completions", _route(state, "chat", _chat), methods=["POST"]),
@@ -140,6 +141,11 @@ async def _chat(state: ServerState, request: Request) -> tuple[Wire, Response]:
 
 async def _models(state: ServerState, request: Request) -> tuple[Wire, Response]:
     return "openai", openai_routes.models(state)
+
+
+async def _model(state: ServerState, request: Request) -> tuple[Wire, Response]:
+    request.state.wire = "openai"
+    return "openai", openai_routes.model(state, request.path_params["name"])
 
 
 async def _version(state: ServerState, request: Request) -> tuple[Wire, Response]:

@@ -27,8 +27,17 @@ ChunkOf = Callable[[int, str | None, str | None], dict[str, Any]]
 
 def models(state: ServerState) -> JSONResponse:
     """``GET /v1/models``: the one served model."""
-    model = {"id": state.model_name, "object": "model", "created": state.created, "owned_by": "llmrun"}
-    return JSONResponse({"object": "list", "data": [model]})
+    return JSONResponse({"object": "list", "data": [_model(state)]})
+
+
+def model(state: ServerState, name: str) -> JSONResponse:
+    """``GET /v1/models/{name}``: the served model, or 404."""
+    check_model(name, state.model_name, "model")
+    return JSONResponse(_model(state))
+
+
+def _model(state: ServerState) -> dict[str, Any]:
+    return {"id": state.model_name, "object": "model", "created": state.created, "owned_by": "llmrun"}
 
 
 async def completions(state: ServerState, request: Request, body: dict[str, Any]) -> Response:
