@@ -5,6 +5,7 @@ echo "Once upon a time" | llmrun run EleutherAI/pythia-70m --max-new-tokens 20
 llmrun run EleutherAI/pythia-70m --file prompts.txt --json
 llmrun train EleutherAI/pythia-70m qa.jsonl --input-key question --output-key answer
 llmrun eval llmrun-runs/pythia-70m-20260101-120000 qa.jsonl --input-key question --output-key answer
+llmrun serve EleutherAI/pythia-70m --port 8000 --api-key "$KEY"
 llmrun backends
 """
 
@@ -87,6 +88,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _data_arguments(evaluate)
 
+    serve = commands.add_parser(
+        "serve",
+        help="serve a local model on the Lamini and OpenAI wires",
+        description="Serve MODEL over HTTP: Lamini's and OpenAI's completions APIs with dynamic batching. "
+        "Settings also come from LLMRUN_SERVE_* and the [serve] table of llmrun.toml.",
+    )
+    serve.add_argument("model", help="hub id (e.g. EleutherAI/pythia-70m) or a local checkpoint folder")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, help="port (default 8000; 0 picks a free one)")
+    serve.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    serve.add_argument("--dtype", help="auto (default), float32, bfloat16, float16")
+    serve.add_argument("--quantize", help="none (default) or int8 (CPU, approximate)")
+    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (or set LLMRUN_SERVE_API_KEY)")
+    serve.add_argument("--max-batch-size", type=int, help="rows decoded together (default 32)")
+    serve.add_argument("--max-queue", type=int, help="rows waiting or running before 429 (default 256)")
+    serve.add_argument("--timeout", type=float, help="seconds a request may take (default 300)")
+    serve.add_argument("--model-name", help="the name clients use (default: MODEL)")
+    serve.add_argument(
+        "--chat-template", help="'plain' or a Jinja file: chat for a model whose tokenizer has no template"
+    )
+
     commands.add_parser("backends", help="list the available backends")
     return parser
 
@@ -117,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command in ("train", "eval"):
             return _train_or_eval(args)
+        if args.command == "serve":
+            return _serve(args)
         return _run(args)
     except LLMRunError as exc:
         print(f"llmrun: error: {exc}", file=sys.stderr)
@@ -170,6 +194,29 @@ def _run(args: argparse.Namespace) -> int:
             print(json.dumps({"prompt": prompt, "output": output}, ensure_ascii=False))
         else:
             print(output)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from llmrun.serve import ServeSettings, serve
+
+    settings = ServeSettings.resolve(
+        {
+            "host": args.host,
+            "port": args.port,
+            "api_key": args.api_key,
+            "max_batch_size": args.max_batch_size,
+            "max_queue": args.max_queue,
+            "timeout_s": args.timeout,
+            "model_name": args.model_name,
+            "chat_template": args.chat_template,
+        }
+    )
+    local = (("device", args.device), ("dtype", args.dtype), ("quantize", args.quantize))
+    try:
+        serve(args.model, settings, **{k: v for k, v in local if v})
+    except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
+        print("llmrun serve: stopped", file=sys.stderr)
     return 0
 
 
