@@ -196,7 +196,7 @@ def test_sampling_settings_go_under_the_servers_names(fake_openai: FakeOpenAISer
 
 def test_a_setting_the_server_cannot_take_fails_before_any_request(fake_openai: FakeOpenAIServer) -> None:
     runner = make(fake_openai, profile="ollama")
-    with pytest.raises(UnsupportedFeatureError, match="top_k=5 cannot be honoured: .*profile 'ollama'"):
+    with pytest.raises(UnsupportedFeatureError, match=r"top_k=5 cannot be honoured: .*profile 'ollama'"):
         runner("Hello", top_k=5)
     assert fake_openai.requests == []
 
@@ -418,7 +418,8 @@ def test_stream_typed_yields_partial_objects_ending_in_the_result(fake_openai: F
     runner = make(fake_openai, profile="vllm")
     fake_openai.profile = "vllm"
     partials = list(runner.stream(Q, output_type=Answer))
-    assert partials and all(isinstance(p, Answer) for p in partials)
+    assert partials
+    assert all(isinstance(p, Answer) for p in partials)
     assert partials[-1] == runner(Q, output_type=Answer)
 
 

@@ -54,6 +54,8 @@ _RUNNER_OPTIONS = ("generation", "template")
 _NOT_FROM_ENV = frozenset({"config"})
 #: Top-level config-file keys that are not backend options.
 _SELECTORS = ("backend", "model")
+#: Tables of the config file that belong to a tool, not a backend (each reads its own).
+TOOL_TABLES = frozenset({"serve"})
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -331,7 +333,7 @@ def resolve_options(
         if name in explicit:
             merged[name], sources[name] = explicit[name], label(name)
         elif env:  # an empty variable counts as unset
-            merged[name], sources[name] = _from_env(option, env_name, env), f"environment {env_name}"
+            merged[name], sources[name] = from_env_text(option, env_name, env), f"environment {env_name}"
         elif name in section:
             merged[name], sources[name] = section[name], f"{where}, table [{backend}]"
         elif name in file_settings and name not in _SELECTORS:
@@ -348,14 +350,14 @@ def _check_file_keys(
     accepted = runner_options(runner_cls)
     backends = set(available_backends()) | {backend}
     for key, value in file_settings.items():
-        if key in _SELECTORS:
+        if key in _SELECTORS or key in TOOL_TABLES:
             continue
         if isinstance(value, Mapping) and key not in accepted:
             if key not in backends:
                 hint = _close(key, backends, "[{}]")
                 raise ConfigurationError(
-                    f"{where}: unknown table [{key}]{hint}; tables are named after backends: "
-                    f"{', '.join(sorted(backends))}"
+                    f"{where}: unknown table [{key}]{hint}; tables are named after backends "
+                    f"({', '.join(sorted(backends))}) or tools ({', '.join(sorted(TOOL_TABLES))})"
                 )
             continue
         if key not in accepted:
@@ -381,7 +383,7 @@ def _close(word: str, known: Any, fmt: str = "{!r}") -> str:
     return f" (did you mean {fmt.format(match[0])}?)" if match else ""
 
 
-def _from_env(option: Option, env_name: str, raw: str) -> Any:
+def from_env_text(option: Option, env_name: str, raw: str) -> Any:
     """Turn an env var's text into the option's type; the settings model checks the result."""
     base = _kind_base(option.annotation)
     if base is Any and option.default is not None and not isinstance(option.default, str):

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from llmrun.config import ENV_PREFIX, _coerce, read_config_file
+from llmrun.config import ENV_PREFIX, Option, from_env_text, read_config_file
 from llmrun.errors import ConfigurationError
 
 ENV_SERVE_PREFIX = ENV_PREFIX + "SERVE_"
@@ -87,13 +88,15 @@ class ServeSettings:
             raise ConfigurationError(
                 f"unknown [serve] setting(s) {', '.join(unknown)}; known: {', '.join(names)}"
             )
+        hints = typing.get_type_hints(cls)
         values: dict[str, Any] = {}
         for name, default in names.items():
             env = os.environ.get(ENV_SERVE_PREFIX + name.upper())
             if name in given:
                 values[name] = given[name]
             elif env is not None and env != "":
-                values[name] = _coerce("serve_" + name, env, default)
+                env_name = ENV_SERVE_PREFIX + name.upper()
+                values[name] = from_env_text(Option(name, hints[name], default), env_name, env)
             elif name in section:
                 values[name] = section[name]
         return cls(**values)

@@ -318,12 +318,12 @@ class OpenAIRunner(ModelRunner):
             and await self._vllm_version(client) < LEGACY_VLLM_BELOW
         ):
             found = PROFILES["vllm_legacy"]  # structured_outputs came in vLLM 0.10.2; guided_json before
-        self._use(found or PROFILES["generic"])
+        profile = self._use(found or PROFILES["generic"])
         logger.info(
             "%s: profile %r (from owned_by %s)",
-            self.base_url, self._profile.name, sorted({o for _, o in models}) or "none",
+            self.base_url, profile.name, sorted({o for _, o in models}) or "none",
         )  # fmt: skip
-        return self._profile
+        return profile
 
     def _who(self) -> str:
         profile = f", profile {self._profile.name!r}" if self._profile else ""
