@@ -21,12 +21,13 @@ KEY = "test-key"  # the key the fake_lamini fixture's server expects
 PAIRS = [{"input": "Capital of France?", "output": "Paris"}, {"input": "2 + 2?", "output": "4"}]
 
 
-def make_runner(server: FakeLaminiServer, **options: Any) -> LaminiRunner:
+def make_runner(server: FakeLaminiServer, **options: Any) -> llmrun.BasicModelRunner:
+    """A 2023 facade (it holds the training data) over the Lamini backend, with PAIRS loaded."""
     options.setdefault("api_key", KEY)
     options.setdefault("poll_interval", 0.01)
     options.setdefault("backoff_base", 0.0)
-    runner = llmrun.load("base-model", backend="lamini", api_url=server.url, **options)
-    assert isinstance(runner, LaminiRunner)
+    runner = llmrun.BasicModelRunner("base-model", backend="lamini", api_url=server.url, **options)
+    assert isinstance(runner.backend, LaminiRunner)
     runner.load_data(PAIRS)
     return runner
 

@@ -286,9 +286,8 @@ def test_load_and_train_are_quiet(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         runner = LocalRunner(str(tiny_gpt_neox_dir), progress=False, runs_dir=str(tmp_path / "runs"))
-        runner.load_data([{"input": e.prompt, "output": e.completion} for e in DATA])
-        runner.train(max_steps=1, method="lora")
-        runner.train(max_steps=1, method="full")
+        runner.train_examples(list(DATA), TrainOptions.from_kwargs(max_steps=1, method="lora"))
+        runner.train_examples(list(DATA), TrainOptions.from_kwargs(max_steps=1, method="full"))
     err = capfd.readouterr().err
     assert "Loading weights" not in err
     assert "Writing model shards" not in err

@@ -127,6 +127,18 @@ class Facade(ModelRunner):
     def evaluate_examples(self, examples: list[TrainingExample]) -> EvalResult:
         return self.backend.evaluate_examples(examples)
 
+    def wait_for_job(self, job_id: str | int, **options: Any) -> TrainResult:
+        """Wait again for a tuning job the backend started (Lamini); then calls use the tuned model."""
+        waiter = getattr(self.backend, "wait_for_job", None)
+        if waiter is None:
+            raise UnsupportedFeatureError(
+                f"wait_for_job is for backends that tune as remote jobs (lamini); backend "
+                f"{self.backend.backend_name!r} trains in this process, so train() returns when it is done"
+            )
+        result: TrainResult = waiter(job_id, **options)
+        self.model_name = self.backend.model_name
+        return result
+
     # ----------------------------------------------------------------- 2023 calls
     def runner_for(self, model_name: str | None) -> ModelRunner:
         """The runner for ``model_name``: this backend, or one loaded (once) on the same backend."""
