@@ -5,6 +5,7 @@ echo "Once upon a time" | llmrun run EleutherAI/pythia-70m --max-new-tokens 20
 llmrun run EleutherAI/pythia-70m --file prompts.txt --json
 llmrun train EleutherAI/pythia-70m qa.jsonl --input-key question --output-key answer
 llmrun eval llmrun-runs/pythia-70m-20260101-120000 qa.jsonl --input-key question --output-key answer
+llmrun batch EleutherAI/pythia-70m rows.jsonl --output out.parquet --output-type app:Answer --ray
 llmrun backends
 """
 
@@ -85,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _data_arguments(evaluate)
 
+    from llmrun.batch.cli import add_batch_command
+
+    add_batch_command(commands)
     commands.add_parser("backends", help="list the available backends")
     return parser
 
@@ -114,6 +118,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command in ("train", "eval"):
             return _train_or_eval(args)
+        if args.command == "batch":
+            from llmrun.batch.cli import run_batch_command
+
+            return run_batch_command(args)
         return _run(args)
     except LLMRunError as exc:
         print(f"llmrun: error: {exc}", file=sys.stderr)
