@@ -117,6 +117,7 @@ class RayCluster:
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
         context.print_on_execution_start = False
+        context.raise_original_map_exception = True  # an actor's llmrun error reaches the caller as it is
         context.execution_options.preserve_order = False
         items = [{"part": number, "chunk": chunk} for number, chunk in chunks]
         dataset = ray.data.from_items(items, override_num_blocks=len(items))
@@ -143,11 +144,21 @@ class _RayChunkWorker:
 
     def __init__(self, spec: BatchSpec, threads: int) -> None:
         _limit_threads(threads, spec.backend)
-        self.worker = ChunkWorker(spec)
+        self.worker: ChunkWorker | None = None
+        self.failed: LLMRunError | None = None
+        try:
+            self.worker = ChunkWorker(spec)
+        except LLMRunError as exc:
+            # Ray keeps only the text of an error raised while an actor starts; raised from a
+            # call, the error itself reaches the driver, which re-raises it as it is
+            self.failed = exc
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         import numpy as np
 
+        if self.worker is None:
+            assert self.failed is not None  # one of the two is always set
+            raise self.failed
         parts = [int(p) for p in batch["part"]]
         records = [json.dumps(self.worker.answer(str(c)), ensure_ascii=False) for c in batch["chunk"]]
         return {"part": np.array(parts, dtype=np.int64), "records": np.array(records, dtype=object)}
