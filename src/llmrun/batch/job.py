@@ -6,7 +6,7 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +50,7 @@ def run_batch(
     actors: int | None = None,
     threads_per_actor: int = 1,
     gpus_per_actor: float = 0,
-    progress: bool = True,
+    progress: bool | Callable[[int], None] = True,
     generation: Mapping[str, Any] | None = None,
     **load_options: Any,
 ) -> BatchSummary:
@@ -64,7 +64,8 @@ def run_batch(
     killed job rerun with ``resume=True`` redoes only what was missing. ``ray=True`` (or a
     cluster address) spreads the chunks over ``actors`` Ray actors, each owning one engine with
     ``threads_per_actor`` CPUs (or ``gpus_per_actor`` GPUs); greedy results are the same either
-    way. ``generation``: options for every call (``max_new_tokens``, ``temperature``, ...);
+    way. ``progress``: a progress bar on stderr, or a callable given the number of rows of each
+    part as it is saved. ``generation``: options for every call (``max_new_tokens``, ``temperature``, ...);
     other keyword arguments go to :func:`llmrun.load` (``device``, ``dtype``, ...). ``model`` may
     also be a runner already loaded (one process only: Ray actors load their own).
     """
@@ -229,12 +230,13 @@ def _write_parts(
     parts: Iterator[tuple[int, list[Record]]],
     chunks: list[list[tuple[int, RowPrompt | BadRow]]],
     done: set[int],
-    progress: bool,
+    progress: bool | Callable[[int], None],
 ) -> int:
     """Write each finished part as it comes, with a progress bar; the rows done before this run."""
     skipped = sum(len(chunks[n]) for n in done)
     total = sum(len(c) for c in chunks)
-    bar = _progress_bar(total, skipped, progress)
+    bar = _progress_bar(total, skipped, progress is True)
+    report = progress if callable(progress) else None
     try:
         for number, records in parts:
             if number in done:
@@ -243,6 +245,8 @@ def _write_parts(
             done.add(number)
             if bar is not None:
                 bar.update(len(records))
+            if report is not None:
+                report(len(records))
     finally:
         if bar is not None:
             bar.close()
