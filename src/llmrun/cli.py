@@ -6,6 +6,7 @@ llmrun run EleutherAI/pythia-70m --file prompts.txt --json
 llmrun train EleutherAI/pythia-70m qa.jsonl --input-key question --output-key answer
 llmrun eval llmrun-runs/pythia-70m-20260101-120000 qa.jsonl --input-key question --output-key answer
 llmrun batch EleutherAI/pythia-70m rows.jsonl --output out.parquet --output-type app:Answer --ray
+llmrun serve EleutherAI/pythia-70m --port 8000 --api-key "$KEY"
 llmrun backends
 """
 
@@ -86,6 +87,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _data_arguments(evaluate)
 
+    serve = commands.add_parser(
+        "serve",
+        help="serve a local model on the Lamini and OpenAI wires",
+        description="Serve MODEL over HTTP: Lamini's and OpenAI's completions APIs with dynamic batching. "
+        "Settings also come from LLMRUN_SERVE_* and the [serve] table of llmrun.toml.",
+    )
+    serve.add_argument("model", help="hub id (e.g. EleutherAI/pythia-70m) or a local checkpoint folder")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, help="port (default 8000; 0 picks a free one)")
+    serve.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
+    serve.add_argument("--dtype", help="auto (default), float32, bfloat16, float16")
+    serve.add_argument("--quantize", help="none (default) or int8 (CPU, approximate)")
+    serve.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (or set LLMRUN_SERVE_API_KEY)")
+    serve.add_argument("--max-batch-size", type=int, help="rows decoded together (default 32)")
+    serve.add_argument("--max-queue", type=int, help="rows waiting or running before 429 (default 256)")
+    serve.add_argument("--timeout", type=float, help="seconds a request may take (default 300)")
+    serve.add_argument("--model-name", help="the name clients use (default: MODEL)")
+
     from llmrun.batch.cli import add_batch_command
 
     add_batch_command(commands)
@@ -122,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from llmrun.batch.cli import run_batch_command
 
             return run_batch_command(args)
+        if args.command == "serve":
+            return _serve(args)
         return _run(args)
     except LLMRunError as exc:
         print(f"llmrun: error: {exc}", file=sys.stderr)
@@ -152,6 +173,25 @@ def _run(args: argparse.Namespace) -> int:
             print(json.dumps({"prompt": prompt, "output": output}, ensure_ascii=False))
         else:
             print(output)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from llmrun.serve import ServeSettings, serve
+
+    settings = ServeSettings.resolve(
+        {
+            "host": args.host,
+            "port": args.port,
+            "api_key": args.api_key,
+            "max_batch_size": args.max_batch_size,
+            "max_queue": args.max_queue,
+            "timeout_s": args.timeout,
+            "model_name": args.model_name,
+        }
+    )
+    local = (("device", args.device), ("dtype", args.dtype), ("quantize", args.quantize))
+    serve(args.model, settings, **{k: v for k, v in local if v})
     return 0
 
 

@@ -108,13 +108,27 @@ class EngineBatch:
         The prompt is checked against the context now (:class:`~llmrun.errors.PromptTooLongError`),
         and a typed row's grammar is built now, so bad rows fail here, not mid-batch.
         """
+        return self.admit(self.prepare(prompt, config, output))
+
+    def prepare(
+        self, prompt: str | Sequence[int], config: GenerationConfig, output: OutputSpec | None = None
+    ) -> Row:
+        """A checked row not queued yet (the checks and grammar of :meth:`add`); queue it with :meth:`admit`.
+
+        A server prepares rows on worker threads, then admits them when the batch has room.
+        """
         if not isinstance(config, GenerationConfig):
             raise InvalidInputError(f"config must be a llmrun GenerationConfig, got {type(config).__name__}")
         engine = self.engine
         budget = config.budget(typed=output is not None)
         ids = engine.encode(prompt, budget) if isinstance(prompt, str) else engine.check_ids(prompt, budget)
         constraint = engine.constraint(output, 1, budget) if output is not None else None
-        row = Row(ids, config, output, budget, constraint, engine.text_deltas(config.stop))
+        return Row(ids, config, output, budget, constraint, engine.text_deltas(config.stop))
+
+    def admit(self, row: Row) -> Row:
+        """Queue a row from :meth:`prepare`; it joins at the next :meth:`step`. Safe from any thread."""
+        if not isinstance(row, Row) or row.tokens or row.completion is not None:
+            raise InvalidInputError("admit() takes a fresh row from EngineBatch.prepare()")
         with self._add_lock:
             self._waiting.append(row)
         return row
