@@ -5,7 +5,13 @@ A local Ray cluster of 2 CPUs, one per replica; the real ``openai`` and ``lamini
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +40,38 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def test_the_command_serves_replicas_until_interrupted(
+    tiny_checkpoint_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    # first in the module, before the fixture's cluster: the command starts its own local one
+    assert not ray.is_initialized()
+    port = free_port()
+    command = [sys.executable, "-m", "llmrun.cli", "serve", str(tiny_checkpoint_dirs["gpt_neox"])]
+    options = ["--port", str(port), "--replicas", "1", "--device", "cpu", "--model-name", MODEL]
+    log = (tmp_path / "serve.log").open("w")
+    server = subprocess.Popen([*command, *options], stdout=log, stderr=subprocess.STDOUT, env=os.environ)
+    try:
+        deadline, body = time.monotonic() + 240, b""
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as reply:
+                    body = reply.read()
+                    break
+            except OSError:
+                time.sleep(1)
+        assert b'"status":"ok"' in body.replace(b" ", b""), (tmp_path / "serve.log").read_text()[-3000:]
+        reply = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none", max_retries=0)
+        assert reply.completions.create(model=MODEL, prompt="Hello", max_tokens=3).choices[0].text
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            assert server.wait(timeout=120) == 0
+        finally:
+            if server.poll() is None:
+                server.kill()
+            log.close()
 
 
 @pytest.fixture(scope="module")
