@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -300,3 +300,28 @@ def test_cli_batch(tmp_path: Path, app: object, capsys: pytest.CaptureFixture[st
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert main([*argv, "--overwrite", "--output-type", "batch_app:Nope"]) == 1
     assert "batch_app has no Nope" in capsys.readouterr().err
+
+
+def interrupt_after(total: int) -> Callable[[int], None]:
+    """A progress callable that stops the job (as Ctrl-C would) once ``total`` rows are saved."""
+    seen: list[int] = []
+
+    def report(rows: int) -> None:
+        seen.append(rows)
+        if sum(seen) >= total:
+            raise KeyboardInterrupt
+
+    return report
+
+
+def test_interrupted_after_the_last_part_a_resume_only_assembles(tmp_path: Path) -> None:
+    source = write_jsonl(tmp_path / "rows.jsonl", [{"input": f"row {i}"} for i in range(6)])
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        run_batch("m", source, out, backend="fake", chunk_size=2, progress=interrupt_after(6))
+    assert PartStore(out).done() == {0, 1, 2}
+    assert not out.exists()
+    runner = FakeRunner("m")
+    summary = run_batch(runner, source, out, chunk_size=2, resume=True, progress=False)
+    assert (summary.rows, summary.skipped, runner.requests) == (6, 6, [])
+    assert [r["index"] for r in read_output(out)] == list(range(6))

@@ -149,3 +149,22 @@ def test_an_actor_that_cannot_load_the_model_raises_the_llmrun_error(cluster: st
     source = questions(tmp_path / "rows.jsonl", 2)
     with pytest.raises(ModelLoadError):
         run_batch(str(tmp_path / "no-model-here"), source, tmp_path / "out.jsonl", ray=True, progress=False)
+
+
+def test_resume_on_ray_with_every_part_done_only_assembles(cluster: str, tmp_path: Path) -> None:
+    source = questions(tmp_path / "rows.jsonl", 6)
+    out = tmp_path / "out.jsonl"
+    seen: list[int] = []
+
+    def stop_at_the_end(rows: int) -> None:
+        seen.append(rows)
+        if sum(seen) == 6:
+            raise KeyboardInterrupt  # after the last part is saved, before the output is assembled
+
+    options = {"backend": "fake", "input_key": "question", "chunk_size": 2}
+    with pytest.raises(KeyboardInterrupt):
+        run_batch("m", source, out, ray=cluster, progress=stop_at_the_end, **options)  # type: ignore[arg-type]
+    assert len(PartStore(out).done()) == 3
+    summary = run_batch("m", source, out, ray=cluster, resume=True, progress=False, **options)  # type: ignore[arg-type]
+    assert (summary.rows, summary.skipped) == (6, 6)
+    assert [r["index"] for r in read_output(out)] == list(range(6))

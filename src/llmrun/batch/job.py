@@ -114,10 +114,8 @@ def run_batch(
         _portable(in_type),
         gen,
     )
-    chunks = [
-        list(enumerate(data.rows))[start : start + chunk_size]
-        for start in range(0, len(data.rows), chunk_size)
-    ]
+    indexed = list(enumerate(data.rows))
+    chunks = [indexed[start : start + chunk_size] for start in range(0, len(indexed), chunk_size)]
     if ray is not False:
         from llmrun.batch.ray_exec import RayCluster
 
@@ -128,7 +126,11 @@ def run_batch(
             pending = [(n, encode_chunk(c)) for n, c in enumerate(chunks) if n not in done]
             threads = threads_per_actor
             count = actors or cluster.default_actors(threads, gpus_per_actor)
-            parts = cluster.run(spec, pending, actors=count, threads=threads, gpus=gpus_per_actor)
+            parts = (
+                cluster.run(spec, pending, actors=count, threads=threads, gpus=gpus_per_actor)
+                if pending
+                else iter(())
+            )
             skipped = _write_parts(store, parts, chunks, done, progress)
     else:
         worker = ChunkWorker(spec, runner)  # loads the model before anything is written
