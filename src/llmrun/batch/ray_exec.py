@@ -115,7 +115,8 @@ class RayCluster:
         """Answer encoded chunks ``(part number, chunk)`` on ``actors`` actors; yield parts as they finish."""
         ray = self.ray
         context = ray.data.DataContext.get_current()
-        context.enable_progress_bars = False
+        context.enable_progress_bars = False  # llmrun's own bar counts rows
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-dataset chatter on stderr
         context.print_on_execution_start = False
         context.raise_original_map_exception = True  # an actor's llmrun error reaches the caller as it is
         context.execution_options.preserve_order = False
