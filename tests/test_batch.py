@@ -325,3 +325,17 @@ def test_interrupted_after_the_last_part_a_resume_only_assembles(tmp_path: Path)
     summary = run_batch(runner, source, out, chunk_size=2, resume=True, progress=False)
     assert (summary.rows, summary.skipped, runner.requests) == (6, 6, [])
     assert [r["index"] for r in read_output(out)] == list(range(6))
+
+
+def test_parquet_outputs_without_one_arrow_type_are_written_as_json_text(tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet")
+    from llmrun.batch.parts import write_output
+
+    base = {"error": None, "finish_reason": "stop", "prompt_tokens": 1, "completion_tokens": 1}
+    records = [{"index": 0, "output": {"v": 1}, **base}, {"index": 1, "output": {"v": "one"}, **base}]
+    write_output(tmp_path / "out.parquet", records)
+    assert [r["output"] for r in pq.read_table(tmp_path / "out.parquet").to_pylist()] == [
+        '{"v": 1}',
+        '{"v": "one"}',
+    ]
+    assert not list(tmp_path.glob(".*tmp*"))  # no temporary file left behind
