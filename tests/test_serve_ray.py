@@ -131,3 +131,14 @@ def test_bad_settings_fail_before_ray_starts(tmp_path: Path) -> None:
         serve_replicated("m", settings, autoscaling={"min_replicas": 3, "max_replicas": 1})
     with pytest.raises(ConfigurationError, match="fixed port"):
         serve_replicated("m", ServeSettings(port=0))
+
+
+def test_the_commands_bad_options_are_llmrun_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    from llmrun.cli import main
+
+    assert main(["serve", "m", "--port", "0", "--replicas", "2"]) == 1
+    assert "fixed port" in capsys.readouterr().err
+    assert main(["serve", "m", "--port", "8123", "--autoscaling", "{max: 2}"]) == 1
+    assert "--autoscaling must be JSON" in capsys.readouterr().err
+    assert main(["serve", "m", "--port", "8123", "--autoscaling", '{"max_replicas": "many"}']) == 1
+    assert "invalid autoscaling settings" in capsys.readouterr().err
