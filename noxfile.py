@@ -31,6 +31,15 @@ def tests(session: nox.Session) -> None:
 
 
 @nox.session(python="3.11")
+def ray(session: nox.Session) -> None:
+    """Batch and serving on a local Ray cluster, at full size: 200 typed rows over 2 actors (~5 min)."""
+    install_dev(session)
+    env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "LLMRUN_RAY_TEST_ROWS": "200"}
+    tests = ["tests/test_batch_ray.py", "tests/test_batch.py", "tests/test_serve_ray.py"]
+    session.run("pytest", *tests, *session.posargs, env=env)
+
+
+@nox.session(python="3.11")
 def lint(session: nox.Session) -> None:
     """ruff lint and format check."""
     session.install("ruff>=0.6")

@@ -5,7 +5,9 @@ echo "Once upon a time" | llmrun run EleutherAI/pythia-70m --max-new-tokens 20
 llmrun run EleutherAI/pythia-70m --file prompts.txt --json
 llmrun train EleutherAI/pythia-70m qa.jsonl --input-key question --output-key answer
 llmrun eval llmrun-runs/pythia-70m-20260101-120000 qa.jsonl --input-key question --output-key answer
+llmrun batch EleutherAI/pythia-70m rows.jsonl --output out.parquet --output-type app:Answer --ray
 llmrun serve EleutherAI/pythia-70m --port 8000 --api-key "$KEY"
+llmrun serve EleutherAI/pythia-70m --port 8000 --replicas 2          (Ray Serve, one engine per replica)
 llmrun backends
 """
 
@@ -108,7 +110,21 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--chat-template", help="'plain' or a Jinja file: chat for a model whose tokenizer has no template"
     )
+    serve.add_argument("--replicas", type=int, help="serve N replicas on Ray Serve, one engine each")
+    serve.add_argument(
+        "--autoscaling",
+        metavar="JSON",
+        help='Ray Serve autoscaling instead of --replicas, e.g. \'{"min_replicas": 1, "max_replicas": 4}\'',
+    )
+    serve.add_argument(
+        "--ray", metavar="ADDRESS", help="with --replicas: a running Ray cluster (default: new)"
+    )
+    serve.add_argument("--cpus-per-replica", type=float, default=1, help="with --replicas: CPUs each (1)")
+    serve.add_argument("--gpus-per-replica", type=float, default=0, help="with --replicas: GPUs each (0)")
 
+    from llmrun.batch.cli import add_batch_command
+
+    add_batch_command(commands)
     commands.add_parser("backends", help="list the available backends")
     return parser
 
@@ -139,6 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command in ("train", "eval"):
             return _train_or_eval(args)
+        if args.command == "batch":
+            from llmrun.batch.cli import run_batch_command
+
+            return run_batch_command(args)
         if args.command == "serve":
             return _serve(args)
         return _run(args)
@@ -213,11 +233,35 @@ def _serve(args: argparse.Namespace) -> int:
         }
     )
     local = (("device", args.device), ("dtype", args.dtype), ("quantize", args.quantize))
+    load_options = {k: v for k, v in local if v}
+    if args.replicas is not None or args.autoscaling is not None or args.ray is not None:
+        from llmrun.serve.ray_serve import serve_replicated
+
+        serve_replicated(
+            args.model,
+            settings,
+            address=args.ray,
+            replicas=1 if args.replicas is None else args.replicas,
+            autoscaling=_json_option("--autoscaling", args.autoscaling),
+            cpus_per_replica=args.cpus_per_replica,
+            gpus_per_replica=args.gpus_per_replica,
+            **load_options,
+        )
+        return 0
     try:
-        serve(args.model, settings, **{k: v for k, v in local if v})
+        serve(args.model, settings, **load_options)
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown
         print("llmrun serve: stopped", file=sys.stderr)
     return 0
+
+
+def _json_option(name: str, text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise InvalidInputError(f"{name} must be JSON, e.g. '{{\"max_replicas\": 4}}': {exc}") from None
 
 
 def _train_options(args: argparse.Namespace) -> dict[str, Any]:
