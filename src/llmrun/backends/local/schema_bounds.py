@@ -67,6 +67,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
+from llmrun.backends.local.schema_normalize import normalize_schema
 from llmrun.errors import InvalidInputError, UnsupportedFeatureError
 
 #: Worst-case tokens per string character: one token per UTF-8 byte, up to 4 bytes.
@@ -77,6 +78,10 @@ CLOSE_SLACK = 3
 MAX_NUMBER_DIGITS = 15
 #: Fraction digits xgrammar allows in a number with a range (``0.123456``).
 FLOAT_FRACTION_DIGITS = 6
+#: String share below which optional properties are left out of the grammar to make room.
+MIN_SHARE = 16
+#: An array may hold one item per this many tokens of share (``maxItems = ceil(T / 8)``).
+ITEMS_PER_TOKENS = 8
 #: String cap (tokens) used in the "too small" error's suggestion.
 _SUGGESTED_TOKENS = 32
 
@@ -87,19 +92,22 @@ _Json = dict[str, Any]
 class BoundedSchema:
     """A JSON Schema sized to a token budget; see the module docstring."""
 
-    #: The JSON Schema for the grammar: a bounded copy of the input schema.
+    #: The JSON Schema for the grammar: a bounded copy of the (normalized) input schema.
     schema: _Json
     #: ``T``: the most tokens the content of one string may take before it must close.
     string_tokens: int
     #: The most tokens any output can take (``<= max_new_tokens``).
     worst_case_tokens: int
+    #: Optional properties left out of the grammar to fit the budget (``a.b`` paths).
+    dropped: tuple[str, ...] = ()
 
 
 def bound_schema(schema: Mapping[str, Any], max_new_tokens: int) -> BoundedSchema:
     """Size ``schema`` so that any output of the constrained decoder fits in ``max_new_tokens``.
 
-    See the module docstring for the rule. ``schema`` is a JSON Schema as produced by
-    pydantic v2's ``model_json_schema()``; it is not modified.
+    See the module docstring for the rule. ``schema`` is any JSON Schema (a pydantic
+    ``model_json_schema()`` or a raw one); it is normalized first
+    (:func:`~llmrun.backends.local.schema_normalize.normalize_schema`) and not modified.
     """
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
         raise InvalidInputError(
@@ -107,35 +115,95 @@ def bound_schema(schema: Mapping[str, Any], max_new_tokens: int) -> BoundedSchem
         )
     if not isinstance(schema, Mapping):
         raise InvalidInputError(f"the output schema must be a JSON Schema dict, got {type(schema).__name__}")
+    title = schema.get("title", "the output type")
+    plain = normalize_schema(schema)
 
-    def cost(share: int) -> int:
-        return worst_case_tokens(bound_schema_with_share(schema, share), share)
+    def cost(share: int, tree: _Json) -> int:
+        return worst_case_tokens(bound_schema_with_share(tree, share), share)
 
-    need = cost(0)
+    tree, dropped = plain, ()
+    if cost(MIN_SHARE, plain) > max_new_tokens:
+        tree, dropped = _drop_optional(plain, lambda t: cost(MIN_SHARE, t) <= max_new_tokens)
+        if cost(MIN_SHARE, tree) > max_new_tokens:
+            tree, dropped = _drop_optional(plain, lambda t: cost(0, t) <= max_new_tokens)
+    need = cost(0, tree)
     if need > max_new_tokens:
-        title = schema.get("title", "the output type")
         raise InvalidInputError(
             f"max_new_tokens={max_new_tokens} is too small for {title}: its JSON can take up to {need} "
-            f"tokens even with empty strings and lists (counting one token per byte, the worst case). "
-            f"Use max_new_tokens >= {cost(_SUGGESTED_TOKENS)} (strings of up to {_SUGGESTED_TOKENS} tokens), "
-            f"or at least {need}."
+            f"tokens even with empty strings and lists and no optional fields (counting one token per "
+            f"byte, the worst case). Use max_new_tokens >= {cost(_SUGGESTED_TOKENS, tree)} (strings of up "
+            f"to {_SUGGESTED_TOKENS} tokens), or at least {need}."
         )
     lo, hi = 0, max_new_tokens  # invariant: share lo fits
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if cost(mid) <= max_new_tokens:
+        if cost(mid, tree) <= max_new_tokens:
             lo = mid
         else:
             hi = mid - 1
-    return BoundedSchema(bound_schema_with_share(schema, lo), lo, cost(lo))
+    return BoundedSchema(bound_schema_with_share(tree, lo), lo, cost(lo, tree), dropped)
+
+
+def _drop_optional(tree: _Json, fits: Callable[[_Json], bool]) -> tuple[_Json, tuple[str, ...]]:
+    """Leave out the fewest optional properties, largest first, so that ``fits``; all when none do."""
+    sizes = _Measure(bound_schema_with_share(tree, MIN_SHARE), MIN_SHARE)
+    optional = sorted(_optional_paths(tree, ()), key=lambda p: -sizes.at(p))
+
+    def without(count: int) -> _Json:
+        out = copy.deepcopy(tree)
+        for path in optional[:count]:
+            _remove(out, path)
+        return out
+
+    lo, hi = 0, len(optional)  # find the smallest count that fits (hi always "fits or all")
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(without(mid)):
+            hi = mid
+        else:
+            lo = mid + 1
+    return without(lo), tuple(".".join(_names(p)) for p in optional[:lo])
+
+
+def _optional_paths(node: Any, path: tuple[str, ...]) -> Iterable[tuple[str, ...]]:
+    """Key paths (into the schema dict) of every optional property, outer ones first."""
+    if not isinstance(node, dict):
+        return
+    required = set(node.get("required") or ())
+    for name, sub in (node.get("properties") or {}).items():
+        if name not in required:
+            yield (*path, "properties", name)
+        yield from _optional_paths(sub, (*path, "properties", name))
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            yield from _optional_paths(node[key], (*path, key))
+    for key in ("anyOf", "prefixItems"):
+        for i, sub in enumerate(node.get(key) or ()):
+            yield from _optional_paths(sub, (*path, key, str(i)))
+
+
+def _names(path: tuple[str, ...]) -> list[str]:
+    return [path[i + 1] for i, p in enumerate(path[:-1]) if p == "properties"]
+
+
+def _get(node: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        node = node[int(key)] if isinstance(node, list) else node.get(key) if isinstance(node, dict) else None
+        if node is None:
+            return None
+    return node
+
+
+def _remove(tree: _Json, path: tuple[str, ...]) -> None:
+    parent = _get(tree, path[:-1])
+    if isinstance(parent, dict):
+        parent.pop(path[-1], None)
 
 
 def bound_schema_with_share(schema: Mapping[str, Any], share: int) -> _Json:
-    """Return a copy of ``schema`` bounded for the share ``T = share`` (see the module docstring)."""
+    """Return a copy of a normalized ``schema`` bounded for the share ``T = share`` (see the module docstring)."""
     out = copy.deepcopy(dict(schema))
     _Bounder(share).node(out, ())
-    for name, sub in (out.get("$defs") or {}).items():
-        _Bounder(share).node(sub, (name,))
     return out
 
 
@@ -145,52 +213,58 @@ def worst_case_tokens(schema: Mapping[str, Any], string_tokens: int) -> int:
     Counts one token per UTF-8 byte of structure (see the module docstring). Raises
     :class:`~llmrun.errors.UnsupportedFeatureError` when some part is unbounded.
     """
-    return _Measure(schema, string_tokens).node(schema, (), ())
+    return _Measure(schema, string_tokens).node(schema, ())
 
 
 # ----------------------------------------------------------------------------- bounding
 
 
 class _Bounder:
-    """Adds the bounds for one share ``T``, in place, to a (copied) schema tree."""
+    """Adds the bounds for one share ``T``, in place, to a (copied) normalized schema tree."""
 
     def __init__(self, share: int) -> None:
         self.chars = share // TOKENS_PER_CHAR  # characters a pattern may match
-        self.items = -(-share // 16)  # ceil(T / 16)
+        self.items = -(-share // ITEMS_PER_TOKENS)  # ceil(T / 8)
         self.digits = min(max(-(-share // 4), 1), MAX_NUMBER_DIGITS)
 
     def node(self, node: Any, path: tuple[str, ...]) -> None:
         if not isinstance(node, dict):
             return
-        for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+        for key in ("anyOf", "prefixItems"):
             for i, sub in enumerate(node.get(key) or ()):
-                self.node(sub, (*path, f"{key}[{i}]"))
+                self.node(sub, (*path, f"{key}[{i}]") if key == "prefixItems" else path)
         for name, sub in (node.get("properties") or {}).items():
             self.node(sub, (*path, name))
-        if isinstance(node.get("items"), dict):
-            self.node(node["items"], (*path, "[]"))
-        if "enum" in node or "const" in node:
+        for key, label in (("items", "[]"), ("additionalProperties", "*")):
+            self.node(node.get(key), (*path, label))
+        if node.get("patternProperties"):
+            bounded = {}
+            for pattern, sub in node["patternProperties"].items():
+                self.node(sub, (*path, "*"))
+                bounded[_bound_pattern(pattern, max(self.chars, 1), (*path, "<key>"))] = sub
+            node["patternProperties"] = bounded
+        if isinstance(node.get("propertyNames"), dict):
+            self.string(node["propertyNames"], (*path, "<key>"))
+        if "enum" in node:
             return
-        types = _types(node)
-        if "string" in types:
+        kind = node.get("type")
+        if kind == "string":
             self.string(node, path)
-        if "array" in types:
+        elif kind == "array":
             node["maxItems"] = max(int(node.get("minItems", 0)), min(self.items, _int(node, "maxItems")))
-        if types & {"integer", "number"}:
-            if "multipleOf" in node:
+        elif kind == "object" and _free_keys(node):
+            named = len(node.get("properties") or {})
+            least = max(int(node.get("minProperties", 0)), len(node.get("required") or ()))
+            node["maxProperties"] = max(least, min(named + self.items, _int(node, "maxProperties")))
+        elif kind in ("integer", "number"):
+            if "multipleOf" in node and kind == "number":
                 raise UnsupportedFeatureError(
-                    f"{_where(path)} uses multipleOf (multiple_of=...), which the local constrained decoder "
-                    "cannot enforce (xgrammar ignores it for floats and wide integer ranges); drop it or "
-                    "use a Literal of the allowed values"
+                    f"{_where(path)} uses multipleOf on a number, which the local constrained decoder "
+                    "cannot enforce; use an integer or an enum of the allowed values"
                 )
             self.number(node)
 
     def string(self, node: _Json, path: tuple[str, ...]) -> None:
-        if "format" in node:
-            raise UnsupportedFeatureError(
-                f"{_where(path)} is a string with format {node['format']!r}, which cannot be bounded for "
-                "constrained decoding; use a plain str field (with a pattern if needed)"
-            )
         if "pattern" in node:  # plain strings are capped in tokens by the decoder
             chars = max(int(node.get("minLength", 0)), min(self.chars, _int(node, "maxLength")))
             node["pattern"] = _bound_pattern(str(node["pattern"]), chars, path)
@@ -205,6 +279,11 @@ class _Bounder:
             node["minimum"] = -cap if hi is None else min(-cap, math.floor(hi) - 1)
         if hi is None:
             node["maximum"] = cap if lo is None else max(cap, math.ceil(lo) + 1)
+
+
+def _free_keys(node: Mapping[str, Any]) -> bool:
+    """Whether an object node lets keys in besides its named properties."""
+    return isinstance(node.get("additionalProperties"), dict) or bool(node.get("patternProperties"))
 
 
 def _bound(
@@ -312,56 +391,37 @@ def _pattern_width(pattern: str, path: tuple[str, ...]) -> int:
 
 
 class _Measure:
-    """Worst-case bytes (= tokens) of the compact JSON texts a bounded schema accepts."""
+    """Worst-case bytes (= tokens) of the compact JSON texts a bounded, normalized schema accepts."""
 
     def __init__(self, root: Mapping[str, Any], string_tokens: int) -> None:
+        self.root = root
         self.string_tokens = string_tokens
-        self.defs: Mapping[str, Any] = root.get("$defs") or {}
-        self.memo: dict[str, int] = {}
 
-    def node(self, node: Any, path: tuple[str, ...], refs: tuple[str, ...]) -> int:
+    def at(self, path: tuple[str, ...]) -> int:
+        """The worst-case cost of the property at ``path`` (its key, ``:`` and its value)."""
+        return _literal(path[-1]) + 1 + self.node(_get(self.root, path), path)
+
+    def node(self, node: Any, path: tuple[str, ...]) -> int:
         if node is False:
             return 0
         if not isinstance(node, Mapping) or not node.keys() - _ANNOTATIONS:
             raise UnsupportedFeatureError(
                 f"{_where(path)} accepts any JSON value (type Any), which cannot be bounded"
             )
-        if "$ref" in node:
-            return self.ref(str(node["$ref"]), path, refs)
+        if "$ref" in node or "allOf" in node or "oneOf" in node:
+            raise UnsupportedFeatureError(f"{_where(path)} is not normalized ($ref/allOf/oneOf left)")
         if "const" in node:
             return _literal(node["const"])
         if "enum" in node:
             return max((_literal(v) for v in node["enum"]), default=0)
-        for key in ("anyOf", "oneOf"):
-            if key in node:
-                return max((self.node(s, path, refs) for s in node[key]), default=0)
-        if "allOf" in node:
-            if len(node["allOf"]) != 1:
-                raise UnsupportedFeatureError(
-                    f"{_where(path)} uses allOf with several schemas; this is not supported"
-                )
-            return self.node(node["allOf"][0], path, refs)
+        if "anyOf" in node:
+            return max((self.node(s, path) for s in node["anyOf"]), default=0)
         types = _types(node)
         if not types:
             raise UnsupportedFeatureError(f"{_where(path)} has no type, so it cannot be bounded")
-        return max(self.typed(t, node, path, refs) for t in types)
+        return max(self.typed(t, node, path) for t in types)
 
-    def ref(self, ref: str, path: tuple[str, ...], refs: tuple[str, ...]) -> int:
-        prefix = "#/$defs/"
-        name = ref[len(prefix) :]
-        if not ref.startswith(prefix) or name not in self.defs:
-            raise UnsupportedFeatureError(
-                f"{_where(path)} refers to {ref!r}; only local '#/$defs/...' refs are supported"
-            )
-        if name in refs:
-            raise UnsupportedFeatureError(
-                f"{_where(path)} makes the type {name!r} recursive; recursive output types cannot be bounded"
-            )
-        if name not in self.memo:
-            self.memo[name] = self.node(self.defs[name], path, (*refs, name))
-        return self.memo[name]
-
-    def typed(self, kind: str, node: Mapping[str, Any], path: tuple[str, ...], refs: tuple[str, ...]) -> int:
+    def typed(self, kind: str, node: Mapping[str, Any], path: tuple[str, ...]) -> int:
         if kind == "null":
             return 4
         if kind == "boolean":
@@ -381,36 +441,43 @@ class _Measure:
             content = min(self.string_tokens + CLOSE_SLACK, TOKENS_PER_CHAR * _int(node, "maxLength"))
             return 2 + max(content, TOKENS_PER_CHAR * int(node.get("minLength", 0)))
         if kind == "array":
-            return self.array(node, path, refs)
+            return self.array(node, path)
         if kind == "object":
-            return self.object(node, path, refs)
+            return self.object(node, path)
         raise UnsupportedFeatureError(f"{_where(path)} has the unknown JSON type {kind!r}")
 
-    def array(self, node: Mapping[str, Any], path: tuple[str, ...], refs: tuple[str, ...]) -> int:
+    def array(self, node: Mapping[str, Any], path: tuple[str, ...]) -> int:
         prefix = list(node.get("prefixItems") or ())
         items = node.get("items", not prefix)
         if items is False:
-            count, extra = len(prefix), 0
+            count, extra = min(len(prefix), _int(node, "maxItems")), 0
         else:
             if not _is_number(node.get("maxItems")):
                 raise UnsupportedFeatureError(f"{_where(path)} is an array without maxItems")
             count = int(node["maxItems"])
             extra = max(count - len(prefix), 0)
-        size = sum(self.node(s, (*path, f"[{i}]"), refs) for i, s in enumerate(prefix[:count]))
+        size = sum(self.node(s, (*path, f"[{i}]")) for i, s in enumerate(prefix[:count]))
         if extra:
-            size += extra * self.node(items, (*path, "[]"), refs)
+            size += extra * self.node(items, (*path, "[]"))
         return 2 + size + max(count - 1, 0)
 
-    def object(self, node: Mapping[str, Any], path: tuple[str, ...], refs: tuple[str, ...]) -> int:
-        extra = node.get("additionalProperties", False)
-        if extra is not False or node.get("patternProperties"):
-            raise UnsupportedFeatureError(
-                f"{_where(path)} is a dict (an object with free keys), which cannot be bounded; "
-                "use a nested Type"
-            )
+    def object(self, node: Mapping[str, Any], path: tuple[str, ...]) -> int:
         props: Mapping[str, Any] = node.get("properties") or {}
-        size = sum(_literal(k) + 1 + self.node(v, (*path, k), refs) for k, v in props.items())
-        return 2 + size + max(len(props) - 1, 0)
+        entries = [_literal(k) + 1 + self.node(v, (*path, k)) for k, v in props.items()]
+        count = len(entries)
+        if _free_keys(node):
+            if not _is_number(node.get("maxProperties")):
+                raise UnsupportedFeatureError(f"{_where(path)} is an object with free keys without maxProperties")
+            count = int(node["maxProperties"])
+            names = node.get("propertyNames")
+            key = self.typed("string", names if isinstance(names, dict) else {}, (*path, "<key>"))
+            values = [self.node(node.get("additionalProperties", False), (*path, "*"))]
+            for pattern, sub in (node.get("patternProperties") or {}).items():
+                key = max(key, 2 + TOKENS_PER_CHAR * _pattern_width(pattern, (*path, "<key>")))
+                values.append(self.node(sub, (*path, "*")))
+            entries += [key + 1 + max(values)] * count
+            entries = sorted(entries, reverse=True)[:count]
+        return 2 + sum(entries) + max(count - 1, 0)
 
 
 _ANNOTATIONS = frozenset(
