@@ -16,11 +16,13 @@ from llmrun.schema import Context, Type
 if TYPE_CHECKING:
     from llmrun.engines import BasicModelRunner, LLMEngine
     from llmrun.registry import available_backends, load, register_backend
-    from llmrun.runner import CompletionRequest, ModelRunner
+    from llmrun.runner import Capabilities, Completion, CompletionRequest, ModelRunner, RunResult, Usage
     from llmrun.training import EvalResult, TrainOptions, TrainResult
 
 __all__ = [
     "BasicModelRunner",
+    "Capabilities",
+    "Completion",
     "CompletionRequest",
     "Context",
     "EvalResult",
@@ -28,9 +30,11 @@ __all__ = [
     "LLMEngine",
     "LLMRunError",
     "ModelRunner",
+    "RunResult",
     "TrainOptions",
     "TrainResult",
     "Type",
+    "Usage",
     "__version__",
     "available_backends",
     "load",
@@ -45,6 +49,10 @@ _LAZY = {
     "register_backend": "llmrun.registry",
     "ModelRunner": "llmrun.runner",
     "CompletionRequest": "llmrun.runner",
+    "Completion": "llmrun.runner",
+    "Capabilities": "llmrun.runner",
+    "RunResult": "llmrun.runner",
+    "Usage": "llmrun.runner",
     "EvalResult": "llmrun.training",
     "TrainOptions": "llmrun.training",
     "TrainResult": "llmrun.training",

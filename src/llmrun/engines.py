@@ -13,11 +13,9 @@ from typing import TYPE_CHECKING, Any
 from llmrun.config import accepted_options, read_config_file, resolve_backend_and_model
 from llmrun.errors import InvalidInputError
 from llmrun.registry import get_backend, load
-from llmrun.runner import CompletionRequest, ModelRunner
+from llmrun.runner import Completion, CompletionRequest, ModelRunner
 
 if TYPE_CHECKING:
-    from llmrun.generation import GenerationConfig
-    from llmrun.schema import Type
     from llmrun.training import EvalResult, TrainingExample, TrainOptions, TrainResult
 
 
@@ -50,20 +48,19 @@ class BasicModelRunner(ModelRunner):
             self.backend.model_name, generation=self.backend.generation, template=self.backend.template
         )
         self.backend_name = self.backend.backend_name  # type: ignore[misc]
+        self.capabilities = self.backend.capabilities  # type: ignore[misc]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.backend!r})"
 
-    def complete(self, request: CompletionRequest) -> list[str]:
+    def complete(self, request: CompletionRequest) -> list[Completion]:
         return self.backend.complete(request)
 
-    async def acomplete(self, request: CompletionRequest) -> list[str]:
+    async def acomplete(self, request: CompletionRequest) -> list[Completion]:
         return await self.backend.acomplete(request)
 
-    def stream_completion(
-        self, prompt: str, config: GenerationConfig, output_type: type[Type] | None = None
-    ) -> Iterator[str]:
-        return self.backend.stream_completion(prompt, config, output_type)
+    def stream_completion(self, request: CompletionRequest) -> Iterator[str]:
+        return self.backend.stream_completion(request)
 
     def train_examples(self, examples: list[TrainingExample], options: TrainOptions) -> TrainResult:
         result = self.backend.train_examples(examples, options)

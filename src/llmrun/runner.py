@@ -1,23 +1,42 @@
 """The backend contract (:class:`ModelRunner`) and the plumbing every backend shares.
 
-A backend implements one verb, :meth:`ModelRunner.complete`: given rendered
-prompts, a validated :class:`~llmrun.generation.GenerationConfig` and an
-optional output type, return one text per prompt (JSON text for typed calls).
-Everything else — prompt rendering, argument checks, single vs batch, typed
-validation, async, fine-tuning data — lives here, once.
+A backend implements :meth:`ModelRunner.complete`: given a
+:class:`CompletionRequest` (rendered prompts, a validated
+:class:`~llmrun.generation.GenerationConfig` and, for typed calls, the
+:class:`OutputSpec` built once), return one :class:`Completion` per prompt:
+its text (JSON text for typed calls), why it stopped and its token counts.
+Streaming (:meth:`ModelRunner.stream_completion`) takes the same request.
+What a backend can do is data (:class:`Capabilities`). Everything else —
+prompt rendering, argument checks, single vs batch, typed validation, result
+objects, async — lives here, once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
+import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar, overload
 
-from llmrun.errors import InvalidInputError, UnsupportedFeatureError
+from llmrun.errors import (
+    IncompleteOutputError,
+    InvalidInputError,
+    OutputValidationError,
+    SchemaError,
+    UnsupportedFeatureError,
+)
 from llmrun.generation import GenerationConfig
-from llmrun.schema import Type, check_output_type, check_template, parse_output, render_prompt
+from llmrun.schema import (
+    Type,
+    check_output_type,
+    check_template,
+    output_json_schema,
+    parse_output,
+    render_prompt,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -25,25 +44,183 @@ if TYPE_CHECKING:
     from llmrun.training import EvalResult, TrainingExample, TrainOptions, TrainResult
 
 T = TypeVar("T", bound=Type)
+O = TypeVar("O")  # noqa: E741 - the output of a RunResult
 Prompt = str | Type
+
+#: Why a completion ended: ``"stop"`` (an end-of-sequence token, a stop
+#: sequence, or the JSON closed) or ``"length"`` (the token budget ran out).
+FinishReason = Literal["stop", "length"]
+
+#: Every generation option a backend may honour besides ``max_new_tokens``.
+SAMPLING_OPTIONS: frozenset[str] = frozenset(
+    {"temperature", "top_p", "top_k", "repetition_penalty", "stop", "seed"}
+)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts of one completion; ``None`` where a backend cannot know them."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+    @property
+    def total_tokens(self) -> int | None:
+        """Prompt plus completion tokens, or ``None`` when either is unknown."""
+        if self.prompt_tokens is None or self.completion_tokens is None:
+            return None
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a backend returns for one prompt."""
+
+    text: str
+    finish_reason: FinishReason = "stop"
+    usage: Usage = field(default_factory=Usage)
+
+
+@dataclass(frozen=True, eq=False)
+class OutputSpec:
+    """The typed part of a request, built once and carried on it.
+
+    ``json_schema`` is the schema the output must satisfy; ``output_type`` the
+    :class:`Type` for typed outputs (``None`` for a raw JSON Schema); ``name``
+    names the output in prompts and errors.
+    """
+
+    json_schema: dict[str, Any]
+    output_type: type[Type] | None = None
+    name: str = "output"
+
+    @classmethod
+    def for_type(cls, output_type: type[Type]) -> OutputSpec:
+        """The spec of a :class:`Type` output (checked: a ``Type`` subclass)."""
+        output_type = check_output_type(output_type)
+        return cls(output_json_schema(output_type), output_type, output_type.__name__)
+
+    @classmethod
+    def for_schema(cls, schema: Mapping[str, Any], name: str = "output") -> OutputSpec:
+        """The spec of a raw JSON Schema output; the result is the validated JSON value."""
+        if not isinstance(schema, Mapping) or not schema:
+            raise SchemaError(
+                f"output_schema must be a non-empty JSON Schema dict such as "
+                f'{{"type": "object", "properties": {{...}}}}, got {schema!r}'
+            )
+        if not isinstance(name, str) or not name.strip():
+            raise SchemaError(f"the output's name must be a non-empty string, got {name!r}")
+        try:
+            copied = json.loads(json.dumps(schema))
+        except (TypeError, ValueError) as exc:
+            raise SchemaError(f"output_schema is not JSON-serialisable: {exc}") from None
+        _check_schema(copied)
+        return cls(copied, None, name)
+
+    def parse(self, text: str) -> Any:
+        """Validate a backend's JSON text: a ``Type`` instance, or for a raw schema the JSON value.
+
+        Raises :class:`~llmrun.errors.OutputValidationError` carrying the raw text.
+        """
+        if self.output_type is not None:
+            return parse_output(text, self.output_type)
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise OutputValidationError(
+                f"the model's output is not valid JSON for {self.name} ({exc}); raw output: {text[:200]!r}",
+                raw_text=text,
+            ) from None
+        problem = _schema_violation(value, self.json_schema)
+        if problem is not None:
+            raise OutputValidationError(
+                f"the model's output does not satisfy the {self.name} schema ({problem}); "
+                f"raw output: {text[:200]!r}",
+                raw_text=text,
+            )
+        return value
+
+
+def _jsonschema() -> Any:
+    """The ``jsonschema`` module when installed (optional), else None."""
+    try:
+        return importlib.import_module("jsonschema")
+    except ImportError:
+        return None
+
+
+def _check_schema(schema: dict[str, Any]) -> None:
+    """Check a raw schema with ``jsonschema`` when it is installed."""
+    jsonschema = _jsonschema()
+    if jsonschema is None:
+        return
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise SchemaError(f"output_schema is not a valid JSON Schema: {exc.message}") from None
+
+
+def _schema_violation(value: Any, schema: dict[str, Any]) -> str | None:
+    """Why ``value`` does not satisfy ``schema`` (checked with ``jsonschema`` when installed), or None."""
+    jsonschema = _jsonschema()
+    if jsonschema is None:
+        return None
+    error = jsonschema.exceptions.best_match(
+        jsonschema.validators.validator_for(schema)(schema).iter_errors(value)
+    )
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path) or "<root>"
+    return f"{where}: {error.message}"
 
 
 @dataclass(frozen=True)
 class CompletionRequest:
     """What a backend is asked to do: one completion per prompt.
 
-    ``prompts`` are rendered, non-empty strings. When ``output_type`` is set
-    the backend must return, for each prompt, JSON text for one instance of it.
+    ``prompts`` are rendered, non-empty strings. When ``output`` is set the
+    backend must return, for each prompt, JSON text satisfying
+    ``output.json_schema``.
     """
 
     prompts: tuple[str, ...]
     config: GenerationConfig
-    output_type: type[Type] | None = None
+    output: OutputSpec | None = None
+
+    @property
+    def output_type(self) -> type[Type] | None:
+        """The :class:`Type` of a typed request, else ``None``."""
+        return self.output.output_type if self.output is not None else None
 
     @property
     def max_new_tokens(self) -> int:
         """The token budget of this request."""
-        return self.config.budget(typed=self.output_type is not None)
+        return self.config.budget(typed=self.output is not None)
+
+
+@dataclass(frozen=True)
+class RunResult(Generic[O]):
+    """What :meth:`ModelRunner.run` returns per prompt: the output with its text, finish reason and usage."""
+
+    output: O
+    text: str
+    finish_reason: FinishReason
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a runner class can do, declared as data and checked in one place.
+
+    ``streams``: yields text as it is generated (else :meth:`ModelRunner.stream`
+    raises). ``trains``: fine-tunes. ``sampling``: the generation options
+    (besides ``max_new_tokens``) it honours; a request that sets another one
+    away from its default is refused before any work.
+    """
+
+    streams: bool = False
+    trains: bool = False
+    sampling: frozenset[str] = SAMPLING_OPTIONS
 
 
 class ModelRunner(ABC):
@@ -55,6 +232,8 @@ class ModelRunner(ABC):
 
     #: The registry name of the backend.
     backend_name: ClassVar[str] = "custom"
+    #: What this backend can do (see :class:`Capabilities`).
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     def __init__(
         self,
@@ -81,17 +260,18 @@ class ModelRunner(ABC):
 
     # ----------------------------------------------------------------- the contract
     @abstractmethod
-    def complete(self, request: CompletionRequest) -> list[str]:
-        """Return one completion per prompt of ``request``, in order."""
+    def complete(self, request: CompletionRequest) -> list[Completion]:
+        """Return one :class:`Completion` per prompt of ``request``, in order."""
 
-    async def acomplete(self, request: CompletionRequest) -> list[str]:
+    async def acomplete(self, request: CompletionRequest) -> list[Completion]:
         """Async :meth:`complete`. The default runs it in a worker thread."""
         return await asyncio.to_thread(self.complete, request)
 
-    def stream_completion(
-        self, prompt: str, config: GenerationConfig, output_type: type[Type] | None = None
-    ) -> Iterator[str]:
-        """Yield text pieces of one completion. Optional for backends."""
+    def stream_completion(self, request: CompletionRequest) -> Iterator[str]:
+        """Yield text deltas of the one completion of ``request`` (one prompt); joined they are its text.
+
+        Closing the iterator (or dropping it) stops generation and frees the model. Optional.
+        """
         raise UnsupportedFeatureError(f"{type(self).__name__} (backend {self.backend_name!r}) cannot stream")
 
     def train_examples(self, examples: list[TrainingExample], options: TrainOptions) -> TrainResult:
@@ -126,8 +306,9 @@ class ModelRunner(ABC):
         ``repetition_penalty``, ``stop``, ``seed``) and may set ``template``.
         """
         request, single = self._prepare(prompt, output_type, options)
-        result: str | list[str] | T | list[T] = self._finish(self.complete(request), request, single)
-        return result
+        results = _results(self.complete(request), request)
+        outputs = [r.output for r in results]
+        return outputs[0] if single else outputs
 
     __call__ = generate
 
@@ -147,40 +328,78 @@ class ModelRunner(ABC):
     ) -> str | list[str] | T | list[T]:
         """Async :meth:`generate`; does not block the event loop."""
         request, single = self._prepare(prompt, output_type, options)
-        result: str | list[str] | T | list[T] = self._finish(await self.acomplete(request), request, single)
-        return result
+        results = _results(await self.acomplete(request), request)
+        outputs = [r.output for r in results]
+        return outputs[0] if single else outputs
+
+    @overload
+    def run(self, prompt: Prompt, output_type: None = None, **options: Any) -> RunResult[str]: ...
+    @overload
+    def run(
+        self, prompt: Sequence[Prompt], output_type: None = None, **options: Any
+    ) -> list[RunResult[str]]: ...
+    @overload
+    def run(self, prompt: Prompt, output_type: type[T], **options: Any) -> RunResult[T]: ...
+    @overload
+    def run(self, prompt: Sequence[Prompt], output_type: type[T], **options: Any) -> list[RunResult[T]]: ...
+
+    def run(
+        self, prompt: Prompt | Sequence[Prompt], output_type: type[T] | None = None, **options: Any
+    ) -> RunResult[Any] | list[RunResult[Any]]:
+        """Like :meth:`generate`, but each result also carries its text, finish reason and token usage."""
+        request, single = self._prepare(prompt, output_type, options)
+        results = _results(self.complete(request), request)
+        return results[0] if single else results
+
+    @overload
+    async def arun(self, prompt: Prompt, output_type: None = None, **options: Any) -> RunResult[str]: ...
+    @overload
+    async def arun(
+        self, prompt: Sequence[Prompt], output_type: None = None, **options: Any
+    ) -> list[RunResult[str]]: ...
+    @overload
+    async def arun(self, prompt: Prompt, output_type: type[T], **options: Any) -> RunResult[T]: ...
+    @overload
+    async def arun(
+        self, prompt: Sequence[Prompt], output_type: type[T], **options: Any
+    ) -> list[RunResult[T]]: ...
+
+    async def arun(
+        self, prompt: Prompt | Sequence[Prompt], output_type: type[T] | None = None, **options: Any
+    ) -> RunResult[Any] | list[RunResult[Any]]:
+        """Async :meth:`run`; does not block the event loop."""
+        request, single = self._prepare(prompt, output_type, options)
+        results = _results(await self.acomplete(request), request)
+        return results[0] if single else results
 
     def stream(self, prompt: Prompt, output_type: type[Type] | None = None, **options: Any) -> Iterator[str]:
-        """Yield text pieces of one completion; joined they equal the full text."""
+        """Yield text pieces of one completion; joined they equal the full text.
+
+        Closing the iterator (or dropping it) stops generation.
+        """
         request, single = self._prepare(prompt, output_type, options)
         if not single:
             raise InvalidInputError("stream() takes one prompt, not a list; call it once per prompt")
-        return self.stream_completion(request.prompts[0], request.config, request.output_type)
+        return self.stream_completion(request)
 
     def _prepare(
         self, prompt: Prompt | Sequence[Prompt], output_type: type[Type] | None, options: dict[str, Any]
     ) -> tuple[CompletionRequest, bool]:
         """Check and merge everything once: settings, output type, prompts."""
+        output = OutputSpec.for_type(output_type) if output_type is not None else None
+        return self._request(prompt, output, options)
+
+    def _request(
+        self, prompt: Prompt | Sequence[Prompt], output: OutputSpec | None, options: dict[str, Any]
+    ) -> tuple[CompletionRequest, bool]:
+        """Build the request of a call: template and settings merged, prompts checked and rendered."""
         template = check_template(options.pop("template")) if "template" in options else self.template
         config = self.generation.merged(**options)
-        if output_type is not None:
-            output_type = check_output_type(output_type)
+        output_type = output.output_type if output is not None else None
         single = isinstance(prompt, str | Type)
         items: Sequence[Any] = [prompt] if single else _as_prompt_list(prompt)
         prompts = tuple(_render_one(i, item, output_type, template) for i, item in enumerate(items))
-        return CompletionRequest(prompts=prompts, config=config, output_type=output_type), single
-
-    @staticmethod
-    def _finish(texts: list[str], request: CompletionRequest, single: bool) -> Any:
-        if len(texts) != len(request.prompts):
-            raise InvalidInputError(
-                f"backend returned {len(texts)} completions for {len(request.prompts)} prompts"
-            )
-        results: list[Any] = texts
-        if request.output_type is not None:
-            output_type = request.output_type
-            results = [parse_output(text, output_type) for text in texts]
-        return results[0] if single else results
+        return CompletionRequest(prompts=prompts, config=config, output=output), single
 
     # ----------------------------------------------------------------- fine-tuning
     def load_data(self, data: Any, input_key: str = "input", output_key: str = "output") -> None:
@@ -237,6 +456,43 @@ class ModelRunner(ABC):
     def evaluate(self) -> EvalResult:
         """Evaluate the model on the held-out part of the loaded data."""
         return self.evaluate_examples(list(self._examples))
+
+
+def _results(completions: Sequence[Completion | str], request: CompletionRequest) -> list[RunResult[Any]]:
+    """Check a backend's completions against the request and parse typed outputs.
+
+    A plain ``str`` from a backend written before :class:`Completion` counts as a
+    finished completion with unknown usage.
+    """
+    if not isinstance(completions, list | tuple) or len(completions) != len(request.prompts):
+        count = len(completions) if isinstance(completions, list | tuple) else type(completions).__name__
+        raise InvalidInputError(f"backend returned {count} completions for {len(request.prompts)} prompts")
+    results: list[RunResult[Any]] = []
+    for item in completions:
+        done = Completion(item) if isinstance(item, str) else item
+        if not isinstance(done, Completion):
+            raise InvalidInputError(
+                f"backend returned a {type(done).__name__}; complete() must return llmrun Completion objects"
+            )
+        output: Any = done.text
+        if request.output is not None:
+            output = _parse(request.output, request.max_new_tokens, done)
+        results.append(RunResult(output, done.text, done.finish_reason, done.usage))
+    return results
+
+
+def _parse(output: OutputSpec, budget: int, done: Completion) -> Any:
+    """A typed completion's output; a cut-off one that does not parse is an :class:`IncompleteOutputError`."""
+    try:
+        return output.parse(done.text)
+    except OutputValidationError:
+        if done.finish_reason != "length":
+            raise
+        raise IncompleteOutputError(
+            f"the token budget (max_new_tokens={budget}) ran out before the "
+            f"{output.name} JSON was complete; raise max_new_tokens",
+            partial_text=done.text,
+        ) from None
 
 
 def _as_prompt_list(prompt: object) -> Sequence[Any]:

@@ -5,6 +5,8 @@
 * Scripted: ``responses`` are returned in order — a ``str``, a ``Type``
   instance, an exception (raised), or a callable ``(prompt, request) -> str | Type``.
 * Observable: every :class:`~llmrun.runner.CompletionRequest` is kept in ``requests``.
+* Usage counts whitespace-separated words of the prompt and the text, a stand-in for tokens;
+  an unscripted text call that uses its whole budget of words finishes with ``"length"``.
 
 Registered as backend ``fake``: ``llmrun.load("any-name", backend="fake")``.
 """
@@ -22,8 +24,8 @@ from typing import ClassVar
 
 from llmrun.errors import InvalidInputError
 from llmrun.generation import GenerationConfig
-from llmrun.runner import CompletionRequest, ModelRunner
-from llmrun.schema import Type, output_json_schema
+from llmrun.runner import Capabilities, Completion, CompletionRequest, FinishReason, ModelRunner, Usage
+from llmrun.schema import Type
 from llmrun.testing.sample import sample_value
 
 Response = str | Type | BaseException | Callable[[str, CompletionRequest], "str | Type"]
@@ -36,6 +38,7 @@ class FakeRunner(ModelRunner):
 
     __test__ = False
     backend_name: ClassVar[str] = "fake"
+    capabilities: ClassVar[Capabilities] = Capabilities(streams=True)
 
     def __init__(
         self,
@@ -64,34 +67,40 @@ class FakeRunner(ModelRunner):
         """Queue more scripted responses."""
         self.responses.extend(responses)
 
-    def complete(self, request: CompletionRequest) -> list[str]:
+    def complete(self, request: CompletionRequest) -> list[Completion]:
         self.requests.append(request)
         if self.delay:
             time.sleep(self.delay)
         return [self._one(prompt, request) for prompt in request.prompts]
 
-    async def acomplete(self, request: CompletionRequest) -> list[str]:
+    async def acomplete(self, request: CompletionRequest) -> list[Completion]:
         self.requests.append(request)
         if self.delay:
             await asyncio.sleep(self.delay)
         return [self._one(prompt, request) for prompt in request.prompts]
 
-    def stream_completion(
-        self, prompt: str, config: GenerationConfig, output_type: type[Type] | None = None
-    ) -> Iterator[str]:
-        request = CompletionRequest((prompt,), config, output_type)
-        text = self.complete(request)[0]
+    def stream_completion(self, request: CompletionRequest) -> Iterator[str]:
+        if len(request.prompts) != 1:
+            raise InvalidInputError("stream_completion() takes a request with exactly one prompt")
+        text = self.complete(request)[0].text
         for start in range(0, len(text), 8):
             yield text[start : start + 8]
 
-    def _one(self, prompt: str, request: CompletionRequest) -> str:
+    def _one(self, prompt: str, request: CompletionRequest) -> Completion:
+        finish: FinishReason = "stop"
         if self.responses:
-            return self._scripted(self.responses.popleft(), prompt, request)
-        rng = random.Random(self._seed_for(prompt, request))
-        if request.output_type is not None:
-            return json.dumps(sample_value(output_json_schema(request.output_type), rng))
-        words = [rng.choice(_WORDS) for _ in range(min(request.max_new_tokens, 12))]
-        return _cut_at_stop(" " + " ".join(words), request.config.stop)
+            text = self._scripted(self.responses.popleft(), prompt, request)
+        elif request.output is not None:
+            rng = random.Random(self._seed_for(prompt, request))
+            text = json.dumps(sample_value(request.output.json_schema, rng))
+        else:
+            rng = random.Random(self._seed_for(prompt, request))
+            count = min(request.max_new_tokens, 12)
+            full = " " + " ".join(rng.choice(_WORDS) for _ in range(count))
+            text = _cut_at_stop(full, request.config.stop)
+            finish = "length" if count == request.max_new_tokens and text == full else "stop"
+        usage = Usage(prompt_tokens=len(prompt.split()), completion_tokens=len(text.split()))
+        return Completion(text, finish, usage)
 
     def _scripted(self, response: Response, prompt: str, request: CompletionRequest) -> str:
         if isinstance(response, BaseException):
@@ -108,7 +117,7 @@ class FakeRunner(ModelRunner):
 
     def _seed_for(self, prompt: str, request: CompletionRequest) -> int:
         seed = request.config.seed if request.config.seed is not None else self.seed
-        key = f"{seed}\0{prompt}\0{request.output_type.__name__ if request.output_type else ''}"
+        key = f"{seed}\0{prompt}\0{request.output.name if request.output else ''}"
         return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big")
 
 

@@ -33,8 +33,7 @@ from llmrun.errors import (
     UnsupportedFeatureError,
 )
 from llmrun.generation import GenerationConfig
-from llmrun.runner import CompletionRequest, ModelRunner
-from llmrun.schema import Type
+from llmrun.runner import Capabilities, Completion, CompletionRequest, ModelRunner
 from llmrun.training import EvalResult, TrainingExample, TrainOptions, TrainResult
 
 #: Errors that are the same for every item of a batch: raised as they are, not as a BatchError.
@@ -66,6 +65,9 @@ class LaminiRunner(ModelRunner):
     """
 
     backend_name: ClassVar[str] = "lamini"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        streams=True, trains=True, sampling=frozenset({"stop", "seed"})
+    )
 
     def __init__(
         self,
@@ -122,10 +124,10 @@ class LaminiRunner(ModelRunner):
         return self._transport.retry
 
     # ----------------------------------------------------------------- the contract
-    def complete(self, request: CompletionRequest) -> list[str]:
+    def complete(self, request: CompletionRequest) -> list[Completion]:
         return run_sync(lambda: self.acomplete(request))
 
-    async def acomplete(self, request: CompletionRequest) -> list[str]:
+    async def acomplete(self, request: CompletionRequest) -> list[Completion]:
         _check_settings(request.config)
         wire_type = lamini_output_type(request.output_type) if request.output_type is not None else None
         prompts = request.prompts
@@ -136,7 +138,7 @@ class LaminiRunner(ModelRunner):
         timeout = aiohttp.ClientTimeout(total=None)  # the transport times each request itself
         async with aiohttp.ClientSession(timeout=timeout) as session:
 
-            async def run(chunk: range) -> list[str]:
+            async def run(chunk: range) -> list[Completion]:
                 async with gate:
                     return await self._complete_chunk(
                         session, [prompts[i] for i in chunk], request, wire_type
@@ -145,11 +147,10 @@ class LaminiRunner(ModelRunner):
             outcomes = await asyncio.gather(*(run(c) for c in chunks), return_exceptions=True)
         return _collect(chunks, outcomes)
 
-    def stream_completion(
-        self, prompt: str, config: GenerationConfig, output_type: type[Type] | None = None
-    ) -> Iterator[str]:
+    def stream_completion(self, request: CompletionRequest) -> Iterator[str]:
         """Lamini's completions endpoint is not incremental: the whole text comes as one piece."""
-        yield from self.complete(CompletionRequest((prompt,), config, output_type))
+        for completion in self.complete(request):
+            yield completion.text
 
     def train_examples(self, examples: list[TrainingExample], options: TrainOptions) -> TrainResult:
         """Tune ``model_name`` on Lamini and wait; afterwards ``model_name`` is the tuned model."""
@@ -181,7 +182,8 @@ class LaminiRunner(ModelRunner):
         prompts: list[str],
         request: CompletionRequest,
         wire_type: dict[str, str] | None,
-    ) -> list[str]:
+    ) -> list[Completion]:
+        """One ``/v1/completions`` call. Lamini reports neither token counts nor why a text ended."""
         batched = len(prompts) > 1
         body = completion_body(
             self.model_name, prompts if batched else prompts[0], wire_type, request.max_new_tokens
@@ -195,8 +197,10 @@ class LaminiRunner(ModelRunner):
                 status_code=200,
             )
         if wire_type is not None:
-            return [json.dumps(unflatten(item) if isinstance(item, dict) else item) for item in items]
-        return [_text(item, request.config.stop) for item in items]
+            return [
+                Completion(json.dumps(unflatten(item) if isinstance(item, dict) else item)) for item in items
+            ]
+        return [Completion(_text(item, request.config.stop)) for item in items]
 
 
 def completion_body(
@@ -232,7 +236,7 @@ def _shape(value: Any) -> str:
     return f"{type(value).__name__} {text}"
 
 
-def _collect(chunks: list[range], outcomes: list[list[str] | BaseException]) -> list[str]:
+def _collect(chunks: list[range], outcomes: list[list[Completion] | BaseException]) -> list[Completion]:
     """Join chunk results in order, or raise: one error as is, several as a BatchError."""
     errors = [(c, o) for c, o in zip(chunks, outcomes, strict=True) if isinstance(o, BaseException)]
     if not errors:

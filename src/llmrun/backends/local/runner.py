@@ -15,14 +15,12 @@ from llmrun.backends.local.loading import LoadSettings, load_model_and_tokenizer
 from llmrun.backends.local.quantize import check_quantize
 from llmrun.errors import (
     ConfigurationError,
-    IncompleteOutputError,
     InvalidInputError,
     PromptTooLongError,
     UnsupportedFeatureError,
 )
 from llmrun.generation import GenerationConfig
-from llmrun.runner import CompletionRequest, ModelRunner
-from llmrun.schema import Type
+from llmrun.runner import Capabilities, Completion, CompletionRequest, ModelRunner, OutputSpec, Usage
 from llmrun.training import EvalResult, TrainingExample, TrainOptions, TrainResult
 
 
@@ -41,6 +39,7 @@ class LocalRunner(ModelRunner):
     """
 
     backend_name: ClassVar[str] = "local"
+    capabilities: ClassVar[Capabilities] = Capabilities(streams=True, trains=True)
 
     def __init__(
         self,
@@ -94,20 +93,20 @@ class LocalRunner(ModelRunner):
         return found
 
     # ------------------------------------------------------------------ contract
-    def complete(self, request: CompletionRequest) -> list[str]:
+    def complete(self, request: CompletionRequest) -> list[Completion]:
         budget = request.max_new_tokens
         encoded = [self._encode(p, budget) for p in request.prompts]
-        texts: list[str] = []
+        completions: list[Completion] = []
         for start in range(0, len(encoded), self.max_batch_size):
             chunk = encoded[start : start + self.max_batch_size]
-            texts += self._generate_batch(chunk, request.config, budget, request.output_type)
-        return texts
+            completions += self._generate_batch(chunk, request.config, budget, request.output)
+        return completions
 
-    def stream_completion(
-        self, prompt: str, config: GenerationConfig, output_type: type[Type] | None = None
-    ) -> Iterator[str]:
-        budget = config.budget(typed=output_type is not None)
-        ids = self._encode(prompt, budget)
+    def stream_completion(self, request: CompletionRequest) -> Iterator[str]:
+        if len(request.prompts) != 1:
+            raise InvalidInputError("stream_completion() takes a request with exactly one prompt")
+        config, budget, output = request.config, request.max_new_tokens, request.output
+        ids = self._encode(request.prompts[0], budget)
         steps: queue.Queue[int | BaseException | None] = queue.Queue()
 
         def on_step(tokens: torch.Tensor) -> None:
@@ -115,7 +114,7 @@ class LocalRunner(ModelRunner):
 
         def work() -> None:
             try:
-                self._generate_batch([ids], config, budget, output_type, on_step=on_step)
+                self._generate_batch([ids], config, budget, output, on_step=on_step)
                 steps.put(None)
             except BaseException as exc:  # handed to the consuming thread
                 steps.put(exc)
@@ -181,11 +180,11 @@ class LocalRunner(ModelRunner):
         batch: list[list[int]],
         config: GenerationConfig,
         budget: int,
-        output_type: type[Type] | None,
+        output: OutputSpec | None,
         on_step: Callable[[torch.Tensor], None] | None = None,
-    ) -> list[str]:
+    ) -> list[Completion]:
         input_ids, attention_mask = self._left_pad(batch)
-        constraint = self._constraint(output_type, len(batch), budget) if output_type is not None else None
+        constraint = self._constraint(output, len(batch), budget) if output is not None else None
         should_stop = self._stop_checker(config.stop) if config.stop else None
         with self._lock:
             new_tokens = decode.generate_tokens(
@@ -200,17 +199,16 @@ class LocalRunner(ModelRunner):
                 on_step=on_step,
                 vocab_size=len(self.tokenizer),  # never the embedding's padding ids, which decode to nothing
             )
-        texts = [_cut_at_stop(self._decode_tokens(tokens), config.stop) for tokens in new_tokens]
-        if constraint is not None:
-            for row, done in enumerate(constraint.finished()):
-                if not done:
-                    raise IncompleteOutputError(
-                        f"the token budget (max_new_tokens={budget}) ran out before the "
-                        f"{output_type.__name__ if output_type else ''} JSON was complete; "
-                        "raise max_new_tokens",
-                        partial_text=texts[row],
-                    )
-        return texts
+        closed = constraint.finished() if constraint is not None else [False] * len(batch)
+        completions = []
+        for prompt_ids, tokens, json_closed in zip(batch, new_tokens, closed, strict=True):
+            full = self._decode_tokens(tokens)
+            text = _cut_at_stop(full, config.stop)
+            # fewer tokens than the budget means an EOS, a stop sequence or the JSON closed it
+            stopped = len(tokens) < budget or json_closed or len(text) < len(full)
+            usage = Usage(prompt_tokens=len(prompt_ids), completion_tokens=len(tokens))
+            completions.append(Completion(text, "stop" if stopped else "length", usage))
+        return completions
 
     def _left_pad(self, batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(ids) for ids in batch)
@@ -222,13 +220,12 @@ class LocalRunner(ModelRunner):
             attention_mask[row, width - len(ids) :] = 1
         return input_ids.to(self.device), attention_mask.to(self.device)
 
-    def _constraint(self, output_type: type[Type], batch_size: int, budget: int) -> Any:
+    def _constraint(self, output: OutputSpec, batch_size: int, budget: int) -> Any:
         from llmrun.backends.local import grammar
-        from llmrun.schema import output_json_schema
 
         vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
         return grammar.json_constraint(
-            self.tokenizer, output_json_schema(output_type), batch_size, vocab_size, max_new_tokens=budget
+            self.tokenizer, output.json_schema, batch_size, vocab_size, max_new_tokens=budget
         )
 
     def _stop_checker(self, stop: tuple[str, ...]) -> Callable[[int, list[int]], bool]:
