@@ -127,7 +127,7 @@ def validate_json_value(document: SchemaDocument, text: str, name: str = "output
         value = json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:
         raise OutputValidationError(
-            f"the model's output for {name!r} is not JSON ({exc}); raw output: {text[:200]!r}", raw_text=text
+            f"the model's output is not valid JSON for {name} ({exc}); raw output: {text[:200]!r}", raw_text=text
         ) from None
     errors = document.errors(value)
     if errors:

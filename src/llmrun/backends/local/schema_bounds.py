@@ -79,7 +79,7 @@ MAX_NUMBER_DIGITS = 15
 #: Fraction digits xgrammar allows in a number with a range (``0.123456``).
 FLOAT_FRACTION_DIGITS = 6
 #: String share below which optional properties are left out of the grammar to make room.
-MIN_SHARE = 16
+MIN_SHARE = 8
 #: An array may hold one item per this many tokens of share (``maxItems = ceil(T / 8)``).
 ITEMS_PER_TOKENS = 8
 #: String cap (tokens) used in the "too small" error's suggestion.
@@ -119,7 +119,7 @@ def bound_schema(schema: Mapping[str, Any], max_new_tokens: int) -> BoundedSchem
     plain = normalize_schema(schema)
 
     def cost(share: int, tree: _Json) -> int:
-        return worst_case_tokens(bound_schema_with_share(tree, share), share)
+        return worst_case_tokens(_with_share(tree, share), share)
 
     tree, dropped = plain, ()
     if cost(MIN_SHARE, plain) > max_new_tokens:
@@ -141,13 +141,14 @@ def bound_schema(schema: Mapping[str, Any], max_new_tokens: int) -> BoundedSchem
             lo = mid
         else:
             hi = mid - 1
-    return BoundedSchema(bound_schema_with_share(tree, lo), lo, cost(lo, tree), dropped)
+    return BoundedSchema(_with_share(tree, lo), lo, cost(lo, tree), dropped)
 
 
 def _drop_optional(tree: _Json, fits: Callable[[_Json], bool]) -> tuple[_Json, tuple[str, ...]]:
-    """Leave out the fewest optional properties, largest first, so that ``fits``; all when none do."""
-    sizes = _Measure(bound_schema_with_share(tree, MIN_SHARE), MIN_SHARE)
-    optional = sorted(_optional_paths(tree, ()), key=lambda p: -sizes.at(p))
+    """Leave out the fewest optional properties (deepest, then largest first) so that ``fits``; all when none do."""
+    sizes = _Measure(_with_share(tree, MIN_SHARE), MIN_SHARE)
+    # deepest first, then largest: nested details go before the fields that hold them
+    optional = sorted(_optional_paths(tree, ()), key=lambda p: (-len(_names(p)), -sizes.at(p)))
 
     def without(count: int) -> _Json:
         out = copy.deepcopy(tree)
@@ -201,7 +202,12 @@ def _remove(tree: _Json, path: tuple[str, ...]) -> None:
 
 
 def bound_schema_with_share(schema: Mapping[str, Any], share: int) -> _Json:
-    """Return a copy of a normalized ``schema`` bounded for the share ``T = share`` (see the module docstring)."""
+    """Return ``schema``, normalized, bounded for the share ``T = share`` (see the module docstring)."""
+    return _with_share(normalize_schema(schema), share)
+
+
+def _with_share(schema: Mapping[str, Any], share: int) -> _Json:
+    """A bounded copy of an already normalized ``schema``."""
     out = copy.deepcopy(dict(schema))
     _Bounder(share).node(out, ())
     return out

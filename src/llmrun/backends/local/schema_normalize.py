@@ -456,7 +456,7 @@ def _string(node: dict[str, Any]) -> Atom | None:
     if isinstance(pattern, str):
         atom["pattern"] = anchor_pattern(pattern)
     elif isinstance(fmt, str) and fmt in FORMAT_PATTERNS:
-        atom["pattern"] = FORMAT_PATTERNS[fmt]
+        atom["pattern"] = f"^(?:{FORMAT_PATTERNS[fmt]})$"
     if atom.get("minLength", 0) > atom.get("maxLength", math.inf):
         return None
     return atom
@@ -469,7 +469,7 @@ def anchor_pattern(pattern: str) -> str:
     starts = pattern.startswith("^")
     ends = pattern.endswith("$") and not pattern.endswith("\\$")
     body = pattern[1 if starts else 0 : len(pattern) - 1 if ends else None]
-    return ("" if starts else ".*") + body + ("" if ends else ".*")
+    return "^" + ("" if starts else ".*") + body + ("" if ends else ".*") + "$"
 
 
 def _top_level_alternation(pattern: str) -> bool:
