@@ -33,11 +33,11 @@ from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import torch  # noqa: E402
+import torch
 
-from llmrun.backends.local import grammar  # noqa: E402
-from llmrun.errors import LLMRunError, OutputValidationError  # noqa: E402
-from llmrun.runner import OutputSpec  # noqa: E402
+from llmrun.backends.local import grammar
+from llmrun.errors import LLMRunError, OutputValidationError
+from llmrun.runner import OutputSpec
 
 HERE = Path(__file__).resolve().parent
 #: Published empirical coverage (JSONSchemaBench, Table 4): Guidance / llama.cpp / Outlines / XGrammar.
@@ -75,8 +75,10 @@ def keyword(message: str) -> str:
     return "other"
 
 
-def walk(constraint: grammar.JsonSchemaConstraint, width: int, budget: int, seed: int) -> tuple[list[int], bool]:
-    """One seeded random walk: random logits, the best allowed token each step (a model with random weights)."""
+def walk(
+    constraint: grammar.JsonSchemaConstraint, width: int, budget: int, seed: int
+) -> tuple[list[int], bool]:
+    """One seeded random walk: random logits, the best allowed token each step (random weights)."""
     gen = torch.Generator().manual_seed(seed)
     stop = set(_stop_ids(constraint))
     tokens: list[int] = []
@@ -124,7 +126,9 @@ def in_schema_order(value: Any, schema: Any) -> Any:
     """``value`` with its object keys in the order the grammar of ``schema`` writes them."""
     if isinstance(schema, dict) and "anyOf" in schema:
         branches = [b for b in schema["anyOf"] if isinstance(b, dict)]
-        fitting = [b for b in branches if isinstance(value, dict) and set(value) <= set(b.get("properties", {}))]
+        fitting = [
+            b for b in branches if isinstance(value, dict) and set(value) <= set(b.get("properties", {}))
+        ]
         return in_schema_order(value, (fitting or branches or [{}])[0])
     if isinstance(value, dict) and isinstance(schema, dict):
         props = schema.get("properties") or {}
@@ -133,11 +137,16 @@ def in_schema_order(value: Any, schema: Any) -> Any:
         return {k: in_schema_order(value[k], props.get(k, extra)) for k in keys}
     if isinstance(value, list) and isinstance(schema, dict):
         prefix = schema.get("prefixItems") or []
-        return [in_schema_order(v, prefix[i] if i < len(prefix) else schema.get("items")) for i, v in enumerate(value)]
+        return [
+            in_schema_order(v, prefix[i] if i < len(prefix) else schema.get("items"))
+            for i, v in enumerate(value)
+        ]
     return value
 
 
-def run(corpus: Path, tokenizer: Any, width: int, budget: int, datasets: list[str], limit: int | None) -> dict[str, Any]:
+def run(
+    corpus: Path, tokenizer: Any, width: int, budget: int, datasets: list[str], limit: int | None
+) -> dict[str, Any]:
     per: dict[str, Any] = {}
     for name in datasets:
         tally: collections.Counter[str] = collections.Counter()
@@ -152,7 +161,9 @@ def run(corpus: Path, tokenizer: Any, width: int, budget: int, datasets: list[st
             instances = json.loads(inst_path.read_text()) if inst_path.exists() else []
             try:
                 spec = OutputSpec.for_schema(schema, name=path.stem)
-                constraint = grammar.json_constraint(tokenizer, spec.json_schema, 1, width, max_new_tokens=budget)
+                constraint = grammar.json_constraint(
+                    tokenizer, spec.json_schema, 1, width, max_new_tokens=budget
+                )
             except LLMRunError as exc:
                 tally["refused"] += 1
                 refused[keyword(str(exc))] += 1
@@ -172,7 +183,9 @@ def run(corpus: Path, tokenizer: Any, width: int, budget: int, datasets: list[st
             for inst in instances:
                 inst_all += 1
                 again = grammar.json_constraint(tokenizer, spec.json_schema, 1, width, max_new_tokens=budget)
-                compact = json.dumps(in_schema_order(inst, bounded), separators=(",", ":"), ensure_ascii=False)
+                compact = json.dumps(
+                    in_schema_order(inst, bounded), separators=(",", ":"), ensure_ascii=False
+                )
                 inst_ok += accepts(tokenizer, again, width, compact)
         n = len(files)
         per[name] = {
@@ -192,9 +205,13 @@ def run(corpus: Path, tokenizer: Any, width: int, budget: int, datasets: list[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     corpus = _default_corpus()
-    parser.add_argument("--corpus", type=Path, default=corpus, help="schemabench folder (schemas/, instances/)")
+    parser.add_argument(
+        "--corpus", type=Path, default=corpus, help="schemabench folder (schemas/, instances/)"
+    )
     parser.add_argument("--tokenizer", type=Path, default=None, help="tokenizer.json (default: pythia's)")
     parser.add_argument("--width", type=int, default=50304, help="logits width (pythia-70m: 50304)")
     parser.add_argument("--budget", type=int, default=512, help="max_new_tokens")
@@ -214,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     started = time.perf_counter()
     per = run(args.corpus, tokenizer, width, args.budget, datasets, args.limit)
-    total = {k: sum(d[k] for d in per.values()) for k in ("schemas", "valid", "refused", "rejected", "unclosed")}
+    total = {
+        k: sum(d[k] for d in per.values()) for k in ("schemas", "valid", "refused", "rejected", "unclosed")
+    }
     total["instances"] = sum(d["instances"] for d in per.values())
     total["instances_accepted"] = sum(d["instances_accepted"] for d in per.values())
     result = {"budget": args.budget, "per_dataset": per, "total": total,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from llmrun.errors import OutputValidationError, SchemaError
 
@@ -37,7 +37,7 @@ class SchemaDocument:
         )
         base = self.specification.id_of(schema) or ""
         resource = self.specification.create_resource(schema)
-        self.registry: Any = Registry().with_resource(uri=base, resource=resource)  # type: ignore[call-arg]
+        self.registry: Any = Registry().with_resource(uri=base, resource=resource)
         self.base_uri = base
         self.validator_class: Any = jsonschema.validators.validator_for(
             schema, default=jsonschema.Draft202012Validator
@@ -127,7 +127,8 @@ def validate_json_value(document: SchemaDocument, text: str, name: str = "output
         value = json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:
         raise OutputValidationError(
-            f"the model's output is not valid JSON for {name} ({exc}); raw output: {text[:200]!r}", raw_text=text
+            f"the model's output is not valid JSON for {name} ({exc}); raw output: {text[:200]!r}",
+            raw_text=text,
         ) from None
     errors = document.errors(value)
     if errors:
@@ -145,6 +146,6 @@ def _reject_constant(token: str) -> float:
     raise ValueError(f"{token} is not JSON")
 
 
-def is_finite_number(value: object) -> bool:
+def is_finite_number(value: object) -> TypeGuard[int | float]:
     """A JSON number (not a bool), finite."""
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -59,15 +59,15 @@ recursive types.
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import math
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from llmrun.backends.local.schema_normalize import normalize_schema
+from llmrun.backends.local.schema_patterns import bound_pattern, char_bytes, pattern_width
+from llmrun.backends.local.schema_patterns import where as _where
 from llmrun.errors import InvalidInputError, UnsupportedFeatureError
 
 #: Worst-case tokens per string character: one token per UTF-8 byte, up to 4 bytes.
@@ -78,6 +78,8 @@ CLOSE_SLACK = 3
 MAX_NUMBER_DIGITS = 15
 #: Fraction digits xgrammar allows in a number with a range (``0.123456``).
 FLOAT_FRACTION_DIGITS = 6
+#: An integer ``multipleOf`` becomes the enum of at most this many multiples.
+MAX_MULTIPLES = 64
 #: String share below which optional properties are left out of the grammar to make room.
 MIN_SHARE = 8
 #: An array may hold one item per this many tokens of share (``maxItems = ceil(T / 8)``).
@@ -121,7 +123,7 @@ def bound_schema(schema: Mapping[str, Any], max_new_tokens: int) -> BoundedSchem
     def cost(share: int, tree: _Json) -> int:
         return worst_case_tokens(_with_share(tree, share), share)
 
-    tree, dropped = plain, ()
+    tree, dropped = plain, tuple[str, ...]()
     if cost(MIN_SHARE, plain) > max_new_tokens:
         tree, dropped = _drop_optional(plain, lambda t: cost(MIN_SHARE, t) <= max_new_tokens)
         if cost(MIN_SHARE, tree) > max_new_tokens:
@@ -145,7 +147,7 @@ def bound_schema(schema: Mapping[str, Any], max_new_tokens: int) -> BoundedSchem
 
 
 def _drop_optional(tree: _Json, fits: Callable[[_Json], bool]) -> tuple[_Json, tuple[str, ...]]:
-    """Leave out the fewest optional properties (deepest, then largest first) so that ``fits``; all when none do."""
+    """Leave out the fewest optional properties (deepest, then largest first) so that ``fits``."""
     sizes = _Measure(_with_share(tree, MIN_SHARE), MIN_SHARE)
     # deepest first, then largest: nested details go before the fields that hold them
     optional = sorted(_optional_paths(tree, ()), key=lambda p: (-len(_names(p)), -sizes.at(p)))
@@ -229,7 +231,7 @@ class _Bounder:
     """Adds the bounds for one share ``T``, in place, to a (copied) normalized schema tree."""
 
     def __init__(self, share: int) -> None:
-        self.chars = share // TOKENS_PER_CHAR  # characters a pattern may match
+        self.share = share  # a pattern may match share // (bytes per character) characters
         self.items = -(-share // ITEMS_PER_TOKENS)  # ceil(T / 8)
         self.digits = min(max(-(-share // 4), 1), MAX_NUMBER_DIGITS)
 
@@ -247,7 +249,8 @@ class _Bounder:
             bounded = {}
             for pattern, sub in node["patternProperties"].items():
                 self.node(sub, (*path, "*"))
-                bounded[_bound_pattern(pattern, max(self.chars, 1), (*path, "<key>"))] = sub
+                chars = max(self.share // char_bytes(pattern), 1)
+                bounded[bound_pattern(pattern, chars, (*path, "<key>"))] = sub
             node["patternProperties"] = bounded
         if isinstance(node.get("propertyNames"), dict):
             self.string(node["propertyNames"], (*path, "<key>"))
@@ -269,11 +272,14 @@ class _Bounder:
                     "cannot enforce; use an integer or an enum of the allowed values"
                 )
             self.number(node)
+            if kind == "integer" and _is_number(node.get("multipleOf")):
+                _integer_multiples(node)
 
     def string(self, node: _Json, path: tuple[str, ...]) -> None:
         if "pattern" in node:  # plain strings are capped in tokens by the decoder
-            chars = max(int(node.get("minLength", 0)), min(self.chars, _int(node, "maxLength")))
-            node["pattern"] = _bound_pattern(str(node["pattern"]), chars, path)
+            own = self.share // char_bytes(str(node["pattern"]))
+            chars = max(int(node.get("minLength", 0)), min(own, _int(node, "maxLength")))
+            node["pattern"] = bound_pattern(str(node["pattern"]), chars, path)
             node.pop("minLength", None)
             node.pop("maxLength", None)
 
@@ -285,6 +291,19 @@ class _Bounder:
             node["minimum"] = -cap if hi is None else min(-cap, math.floor(hi) - 1)
         if hi is None:
             node["maximum"] = cap if lo is None else max(cap, math.ceil(lo) + 1)
+
+
+def _integer_multiples(node: _Json) -> None:
+    """An integer ``multipleOf`` in a range as the enum of its multiples nearest 0 (xgrammar 0.2 drops
+    ``multipleOf`` next to a range); a tightening to at most :data:`MAX_MULTIPLES` values."""
+    step = int(node.pop("multipleOf"))
+    lo, hi = math.ceil(node.pop("minimum")), math.floor(node.pop("maximum"))
+    first, last = -(-lo // step), hi // step  # the multiples k * step in [lo, hi]
+    ks = sorted(range(max(first, -MAX_MULTIPLES), min(last, MAX_MULTIPLES) + 1), key=abs)[:MAX_MULTIPLES]
+    if not ks:
+        raise UnsupportedFeatureError(f"no multiple of {step} lies in [{lo}, {hi}]")
+    node.clear()
+    node["enum"] = sorted(k * step for k in ks)
 
 
 def _free_keys(node: Mapping[str, Any]) -> bool:
@@ -305,92 +324,6 @@ def _bound(
 def _int(node: Mapping[str, Any], key: str) -> int:
     value = node.get(key)
     return int(value) if _is_number(value) else 2**62
-
-
-_UNBOUNDED_REPEAT = re.compile(r"\{(\d+),\}")
-
-
-def _bound_pattern(pattern: str, chars: int, path: tuple[str, ...]) -> str:
-    """Cap the unbounded repeats of ``pattern`` so it matches at most ``chars`` characters when possible."""
-
-    def capped(k: int) -> str:
-        return _cap_repeats(pattern, k)
-
-    if _pattern_width(capped(0), path) > chars:
-        return capped(0)
-    lo, hi = 0, max(chars, 1)  # invariant: capped(lo) fits
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if _pattern_width(capped(mid), path) <= chars:
-            lo = mid
-        else:
-            hi = mid - 1
-    return capped(lo)
-
-
-def _cap_repeats(pattern: str, k: int) -> str:
-    """Rewrite ``*``, ``+`` and ``{n,}`` outside character classes as repeats of at most ``max(k, n)``."""
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    after_atom = False  # a quantifier here applies to an atom (not possessive/lazy after one)
-    while i < n:
-        c = pattern[i]
-        if c == "\\":
-            out.append(pattern[i : i + 2])
-            i += 2
-            after_atom = True
-            continue
-        if c == "[":
-            j = i + 1
-            if j < n and pattern[j] == "^":
-                j += 1
-            if j < n and pattern[j] == "]":
-                j += 1
-            while j < n and pattern[j] != "]":
-                j += 2 if pattern[j] == "\\" else 1
-            out.append(pattern[i : j + 1])
-            i = j + 1
-            after_atom = True
-            continue
-        if c in "*+" and after_atom:
-            out.append(f"{{{0 if c == '*' else 1},{max(k, 1)}}}")
-            i += 1
-            after_atom = False
-            continue
-        m = _UNBOUNDED_REPEAT.match(pattern, i)
-        if m and after_atom:
-            low = int(m.group(1))
-            out.append(f"{{{low},{max(k, low)}}}")
-            i = m.end()
-            after_atom = False
-            continue
-        out.append(c)
-        i += 1
-        # after "(", "|", "^" or a "?" (a quantifier, or group syntax) nothing can be repeated
-        after_atom = c not in "(|^?"
-        if c == "{":  # a bounded repeat {n} / {n,m}: copy it whole
-            end = pattern.find("}", i)
-            if end != -1 and re.fullmatch(r"\d*,?\d*", pattern[i:end]):
-                out.append(pattern[i : end + 1])
-                i = end + 1
-                after_atom = False
-    return "".join(out)
-
-
-def _pattern_width(pattern: str, path: tuple[str, ...]) -> int:
-    """The most characters ``pattern`` can match; raises when it is unbounded or invalid."""
-    # re._parser is private but present in 3.11+ (sre_parse before): the exact width oracle.
-    sre_parse: Any = importlib.import_module("re._parser")
-    try:
-        width = int(sre_parse.parse(pattern).getwidth()[1])
-    except (re.error, OverflowError) as exc:
-        raise UnsupportedFeatureError(f"{_where(path)} has a pattern that cannot be parsed: {exc}") from exc
-    if width >= int(sre_parse.MAXREPEAT):
-        raise UnsupportedFeatureError(
-            f"{_where(path)} has a pattern {pattern!r} whose length cannot be bounded; "
-            "write it with bounded repeats such as {1,20}"
-        )
-    return width
 
 
 # ----------------------------------------------------------------------------- measuring
@@ -443,7 +376,8 @@ class _Measure:
             return sign + len(str(int(max(abs(lo), abs(hi))))) + 1 + FLOAT_FRACTION_DIGITS
         if kind == "string":
             if "pattern" in node:
-                return 2 + TOKENS_PER_CHAR * _pattern_width(str(node["pattern"]), path)
+                pattern = str(node["pattern"])
+                return 2 + char_bytes(pattern) * pattern_width(pattern, path)
             content = min(self.string_tokens + CLOSE_SLACK, TOKENS_PER_CHAR * _int(node, "maxLength"))
             return 2 + max(content, TOKENS_PER_CHAR * int(node.get("minLength", 0)))
         if kind == "array":
@@ -473,13 +407,16 @@ class _Measure:
         count = len(entries)
         if _free_keys(node):
             if not _is_number(node.get("maxProperties")):
-                raise UnsupportedFeatureError(f"{_where(path)} is an object with free keys without maxProperties")
+                raise UnsupportedFeatureError(
+                    f"{_where(path)} is an object with free keys without maxProperties"
+                )
             count = int(node["maxProperties"])
             names = node.get("propertyNames")
             key = self.typed("string", names if isinstance(names, dict) else {}, (*path, "<key>"))
             values = [self.node(node.get("additionalProperties", False), (*path, "*"))]
             for pattern, sub in (node.get("patternProperties") or {}).items():
-                key = max(key, 2 + TOKENS_PER_CHAR * _pattern_width(pattern, (*path, "<key>")))
+                width = pattern_width(pattern, (*path, "<key>"))
+                key = max(key, 2 + char_bytes(pattern) * width)
                 values.append(self.node(sub, (*path, "*")))
             entries += [key + 1 + max(values)] * count
             entries = sorted(entries, reverse=True)[:count]
@@ -511,8 +448,3 @@ def _literal(value: Any) -> int:
 
 def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _where(path: Iterable[str]) -> str:
-    parts = [p for p in path if not p.startswith(("anyOf", "oneOf", "allOf"))]
-    return f"field {'.'.join(parts)!r}" if parts else "the output type"

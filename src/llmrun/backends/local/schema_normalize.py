@@ -39,6 +39,7 @@ from fractions import Fraction
 from typing import Any
 
 from llmrun.backends.local.schema_formats import FORMAT_PATTERNS
+from llmrun.backends.local.schema_patterns import anchor_pattern
 from llmrun.errors import SchemaError, UnsupportedFeatureError
 from llmrun.json_schema import SchemaDocument, check_json_schema, is_finite_number
 
@@ -184,7 +185,12 @@ class _Normalizer:
         if hi is not None:
             atom["exclusiveMaximum" if hi_open else "maximum"] = hi
         if is_finite_number(step) and step > 0:
-            if kind == "number" and lo is not None and hi is not None and (hi - lo) / step <= MAX_ENUM_MULTIPLES:
+            if (
+                kind == "number"
+                and lo is not None
+                and hi is not None
+                and (hi - lo) / step <= MAX_ENUM_MULTIPLES
+            ):
                 first = math.ceil(lo / step)
                 values = [_clean(k * step) for k in range(first, math.floor(hi / step) + 1)]
                 kept = [v for v in values if self.document.is_valid(v, {**atom, "multipleOf": step})]
@@ -237,7 +243,9 @@ class _Normalizer:
                 break
         patterns = node.get("patternProperties") or {}
         if patterns:
-            atom["patternProperties"] = {anchor_pattern(p): self.sub(s, resolver, refs) for p, s in patterns.items()}
+            atom["patternProperties"] = {
+                anchor_pattern(p): self.sub(s, resolver, refs) for p, s in patterns.items()
+            }
         if isinstance(node.get("propertyNames"), dict):
             names = _string(node["propertyNames"])
             if names is not None and len(names) > 1:
@@ -264,7 +272,7 @@ class _Normalizer:
     def _extra_schema(self, atom: Atom, name: str) -> Atoms:
         matched = [s for p, s in atom.get("patternProperties", {}).items() if _search(p, name)]
         if matched:
-            out = matched[0]
+            out: Atoms = matched[0]
             for more in matched[1:]:
                 out = self.intersect(out, more)
             return out
@@ -290,7 +298,8 @@ class _Normalizer:
             del atom["required"]
         return atom
 
-    def _drop(self, why: str) -> None:
+    def _drop(self, why: str) -> Atom | None:
+        """Record why an alternative is left out; returns None (no atom)."""
         self.dropped.append(why)
         return None
 
@@ -308,7 +317,9 @@ class _Normalizer:
         if "enum" in a or "enum" in b:
             values, other = (a, b) if "enum" in a else (b, a)
             kept = [v for v in values["enum"] if "enum" not in other or v in other["enum"]]
-            kept = [v for v in kept if "enum" in other or self.document.is_valid(v, _validation_schema(other))]
+            kept = [
+                v for v in kept if "enum" in other or self.document.is_valid(v, _validation_schema(other))
+            ]
             return {"enum": kept} if kept else self._drop("enum values contradict the other keywords")
         ta, tb = a["type"], b["type"]
         if ta != tb and {ta, tb} != {"integer", "number"}:
@@ -391,13 +402,17 @@ class _Normalizer:
                 continue
             mine = set(atom.get("required", ()))
             for key in other.get("required", ()):
-                if key not in mine and key in atom.get("properties", {}) and "additionalProperties" not in atom:
+                if (
+                    key not in mine
+                    and key in atom.get("properties", {})
+                    and "additionalProperties" not in atom
+                ):
                     atom = {**atom, "properties": {k: v for k, v in atom["properties"].items() if k != key}}
                     break
         return atom
 
     def apply_not(self, atoms: Atoms, negated: dict[str, Any]) -> Atoms:
-        """Apply the ``not`` forms that can be met by tightening; others are left to the reply's validation."""
+        """Apply the ``not`` forms that tightening can meet; others are left to the reply's validation."""
         keys = set(negated) - {"title", "description"}
         if keys == {"required"}:
             banned = list(negated["required"])
@@ -407,7 +422,10 @@ class _Normalizer:
                     continue
                 if atom.get("type") == "object" and banned and "additionalProperties" not in atom:
                     key = next(k for k in banned if k not in atom.get("required", ()))
-                    atom = {**atom, "properties": {k: v for k, v in atom.get("properties", {}).items() if k != key}}
+                    atom = {
+                        **atom,
+                        "properties": {k: v for k, v in atom.get("properties", {}).items() if k != key},
+                    }
                 out.append(atom)
             return out
         if keys <= {"enum", "const"}:
@@ -460,37 +478,6 @@ def _string(node: dict[str, Any]) -> Atom | None:
     if atom.get("minLength", 0) > atom.get("maxLength", math.inf):
         return None
     return atom
-
-
-def anchor_pattern(pattern: str) -> str:
-    """``pattern`` (matched anywhere, as JSON Schema says) as a whole-string pattern for the grammar."""
-    if _top_level_alternation(pattern):
-        return pattern  # the grammar matches one alternative whole: a subset of what the pattern allows
-    starts = pattern.startswith("^")
-    ends = pattern.endswith("$") and not pattern.endswith("\\$")
-    body = pattern[1 if starts else 0 : len(pattern) - 1 if ends else None]
-    return "^" + ("" if starts else ".*") + body + ("" if ends else ".*") + "$"
-
-
-def _top_level_alternation(pattern: str) -> bool:
-    depth, i, in_class = 0, 0, False
-    while i < len(pattern):
-        c = pattern[i]
-        if c == "\\":
-            i += 2
-            continue
-        if in_class:
-            in_class = c != "]"
-        elif c == "[":
-            in_class = True
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-        elif c == "|" and depth == 0:
-            return True
-        i += 1
-    return False
 
 
 def _search(pattern: str, text: str) -> bool:
