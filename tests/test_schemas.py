@@ -390,3 +390,37 @@ def test_output_schema_and_output_type_together_are_refused(local: Any) -> None:
         local("x", output_type=Answer, output_schema=PERSON)
     with pytest.raises(SchemaError, match="not a valid JSON Schema"):
         local("x", output_schema={"type": 3})
+
+
+# --------------------------------------------------------------------------- Lamini
+
+PLACE = {
+    "definitions": {"city": {"type": "object", "properties": {"name": {"type": "string"}, "pop": _INT}}},
+    "type": "object",
+    "properties": {"title": {"type": ["string", "null"]}, "where": {"$ref": "#/definitions/city"}},
+}
+
+
+def test_lamini_sends_a_flat_schema_and_returns_the_validated_value() -> None:
+    pytest.importorskip("lamini", reason="the lamini backend needs the optional lamini client")
+    from llmrun.backends.lamini import LaminiRunner
+    from llmrun.backends.lamini.wire_types import lamini_schema_output_type
+    from llmrun.testing.lamini_server import FakeLaminiServer
+
+    spec = OutputSpec.for_schema(PLACE)
+    assert lamini_schema_output_type(spec) == {"title": "str", "where.name": "str", "where.pop": "int"}
+    key = "sk-test-0123456789abcdef"
+    with FakeLaminiServer(api_key=key) as server:
+        runner = LaminiRunner("test-model", api_key=key, api_url=server.url, timeout=5.0)
+        value = runner("Where?", output_schema=PLACE)
+        assert set(value) == {"title", "where"}
+        assert isinstance(value["where"]["pop"], int)
+        sent = server.requests_to("/v1/completions")[0].body
+        assert sent["output_type"] == {"title": "str", "where.name": "str", "where.pop": "int"}
+        server.reset()
+        tags = {"type": "object", "properties": {"tags": {"type": "array", "items": {"type": "string"}}}}
+        with pytest.raises(UnsupportedFeatureError, match=r"property output\.tags uses 'items'"):
+            runner("Tags?", output_schema=tags)
+        with pytest.raises(UnsupportedFeatureError, match="not an object with properties"):
+            runner("Any?", output_schema={"type": "array"})
+        assert server.requests_to("/v1/completions") == []

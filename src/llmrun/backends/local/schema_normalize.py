@@ -34,11 +34,17 @@ validation of every reply against the original schema (the keywords listed last 
 from __future__ import annotations
 
 import math
-import re
 from fractions import Fraction
 from typing import Any
 
-from llmrun.backends.local.schema_formats import FORMAT_PATTERNS
+from llmrun.backends.local.schema_keywords import (
+    clean_number,
+    integer_bounds,
+    lower_bound,
+    search,
+    string_atom,
+    upper_bound,
+)
 from llmrun.backends.local.schema_patterns import anchor_pattern
 from llmrun.errors import SchemaError, UnsupportedFeatureError
 from llmrun.json_schema import SchemaDocument, check_json_schema, is_finite_number
@@ -47,6 +53,10 @@ from llmrun.json_schema import SchemaDocument, check_json_schema, is_finite_numb
 ANY_DEPTH = 2
 #: How many times a path may enter the same ``$ref`` (a recursive type is unrolled this deep).
 REF_DEPTH = 3
+#: After this many ``$ref`` followed, a recursive ``$ref`` is no longer entered again.
+WIDE_REF_VISITS = 2000
+#: The most ``$ref`` a schema may follow when inlined.
+MAX_REF_VISITS = 50000
 #: The most alternatives a node may have after merging ``allOf``/``anyOf``/type lists.
 MAX_ATOMS = 64
 #: A ``number`` with ``multipleOf`` becomes the enum of its multiples when there are at most this many.
@@ -94,6 +104,7 @@ class _Normalizer:
     def __init__(self, document: SchemaDocument) -> None:
         self.document = document
         self.dropped: list[str] = []  # why alternatives were left out, for the error when none remain
+        self.visits = 0  # $ref followed so far
 
     # ----------------------------------------------------------------- nodes
     def atoms(self, node: Any, resolver: Any, refs: tuple[str, ...]) -> Atoms:
@@ -127,7 +138,14 @@ class _Normalizer:
     def ref(self, ref: str, resolver: Any, refs: tuple[str, ...]) -> Atoms:
         resolved = resolver.lookup(ref)
         key = f"{id(resolved.contents)}"
-        if refs.count(key) >= REF_DEPTH:
+        self.visits += 1
+        if self.visits > MAX_REF_VISITS:
+            raise UnsupportedFeatureError(
+                f"the schema grows past {MAX_REF_VISITS} subschemas when its $ref are inlined; simplify it"
+            )
+        # a wide recursive schema is unrolled less deep, so that inlining stays small
+        depth = REF_DEPTH if self.visits <= WIDE_REF_VISITS else 1
+        if refs.count(key) >= depth:
             self.dropped.append(f"the $ref {ref!r} is recursive and was unrolled {REF_DEPTH} levels deep")
             return []
         return self.atoms(resolved.contents, resolved.resolver, (*refs, key))
@@ -165,7 +183,7 @@ class _Normalizer:
         if kind in ("integer", "number"):
             return self.number(kind, node)
         if kind == "string":
-            return _string(node)
+            return string_atom(node)
         if kind == "array":
             return self.array(node, resolver, refs)
         if kind == "object":
@@ -177,8 +195,8 @@ class _Normalizer:
 
     def number(self, kind: str, node: dict[str, Any]) -> Atom | None:
         atom: Atom = {"type": kind}
-        lo, lo_open = _lower(node)
-        hi, hi_open = _upper(node)
+        lo, lo_open = lower_bound(node)
+        hi, hi_open = upper_bound(node)
         step = node.get("multipleOf")
         if lo is not None:
             atom["exclusiveMinimum" if lo_open else "minimum"] = lo
@@ -192,7 +210,7 @@ class _Normalizer:
                 and (hi - lo) / step <= MAX_ENUM_MULTIPLES
             ):
                 first = math.ceil(lo / step)
-                values = [_clean(k * step) for k in range(first, math.floor(hi / step) + 1)]
+                values = [clean_number(k * step) for k in range(first, math.floor(hi / step) + 1)]
                 kept = [v for v in values if self.document.is_valid(v, {**atom, "multipleOf": step})]
                 return {"enum": kept} if kept else self._drop("no multiple of multipleOf in range")
             frac = Fraction(str(step))
@@ -200,7 +218,7 @@ class _Normalizer:
             if frac.numerator > 1:
                 atom["multipleOf"] = frac.numerator
         if atom["type"] == "integer":
-            return _integer_bounds(atom) or self._drop("an integer range holds no integer")
+            return integer_bounds(atom) or self._drop("an integer range holds no integer")
         return atom
 
     def array(self, node: dict[str, Any], resolver: Any, refs: tuple[str, ...]) -> Atom | None:
@@ -247,7 +265,7 @@ class _Normalizer:
                 anchor_pattern(p): self.sub(s, resolver, refs) for p, s in patterns.items()
             }
         if isinstance(node.get("propertyNames"), dict):
-            names = _string(node["propertyNames"])
+            names = string_atom(node["propertyNames"])
             if names is not None and len(names) > 1:
                 atom["propertyNames"] = names
         for key in ("minProperties", "maxProperties"):
@@ -270,7 +288,7 @@ class _Normalizer:
         return name in deps and name not in (node.get("required") or ())
 
     def _extra_schema(self, atom: Atom, name: str) -> Atoms:
-        matched = [s for p, s in atom.get("patternProperties", {}).items() if _search(p, name)]
+        matched = [s for p, s in atom.get("patternProperties", {}).items() if search(p, name)]
         if matched:
             out: Atoms = matched[0]
             for more in matched[1:]:
@@ -343,7 +361,7 @@ class _Normalizer:
         if out["type"] == "object":
             return self._merge_objects(a, b, out)
         if out["type"] == "integer":
-            return _integer_bounds(out) or self._drop("an integer range holds no integer")
+            return integer_bounds(out) or self._drop("an integer range holds no integer")
         return out
 
     def _merge_arrays(self, a: Atom, b: Atom, out: Atom) -> Atom | None:
@@ -462,71 +480,3 @@ def _atom_schema(atom: Atom) -> dict[str, Any]:
 
 def _validation_schema(atom: Atom) -> dict[str, Any] | bool:
     return to_schema([atom])
-
-
-def _string(node: dict[str, Any]) -> Atom | None:
-    atom: Atom = {"type": "string"}
-    for key in ("minLength", "maxLength"):
-        if is_finite_number(node.get(key)):
-            atom[key] = int(node[key])
-    pattern = node.get("pattern")
-    fmt = node.get("format")
-    if isinstance(pattern, str):
-        atom["pattern"] = anchor_pattern(pattern)
-    elif isinstance(fmt, str) and fmt in FORMAT_PATTERNS:
-        atom["pattern"] = f"^(?:{FORMAT_PATTERNS[fmt]})$"
-    if atom.get("minLength", 0) > atom.get("maxLength", math.inf):
-        return None
-    return atom
-
-
-def _search(pattern: str, text: str) -> bool:
-    try:
-        return re.search(pattern, text) is not None
-    except re.error:
-        return False
-
-
-def _lower(node: dict[str, Any]) -> tuple[float | None, bool]:
-    lo, ex = node.get("minimum"), node.get("exclusiveMinimum")
-    if ex is True and is_finite_number(lo):  # draft 4: a flag on minimum
-        return lo, True
-    if is_finite_number(ex) and (not is_finite_number(lo) or ex >= lo):
-        return ex, True
-    return (lo, False) if is_finite_number(lo) else (None, False)
-
-
-def _upper(node: dict[str, Any]) -> tuple[float | None, bool]:
-    hi, ex = node.get("maximum"), node.get("exclusiveMaximum")
-    if ex is True and is_finite_number(hi):
-        return hi, True
-    if is_finite_number(ex) and (not is_finite_number(hi) or ex <= hi):
-        return ex, True
-    return (hi, False) if is_finite_number(hi) else (None, False)
-
-
-def _integer_bounds(atom: Atom) -> Atom | None:
-    """Integer bounds as inclusive integers; None when the range holds no integer."""
-    lo = hi = None
-    if "minimum" in atom:
-        lo = math.ceil(atom.pop("minimum"))
-    if "exclusiveMinimum" in atom:
-        x = math.floor(atom.pop("exclusiveMinimum")) + 1
-        lo = x if lo is None else max(lo, x)
-    if "maximum" in atom:
-        hi = math.floor(atom.pop("maximum"))
-    if "exclusiveMaximum" in atom:
-        x = math.ceil(atom.pop("exclusiveMaximum")) - 1
-        hi = x if hi is None else min(hi, x)
-    if lo is not None:
-        atom["minimum"] = lo
-    if hi is not None:
-        atom["maximum"] = hi
-    if lo is not None and hi is not None and lo > hi:
-        return None
-    return atom
-
-
-def _clean(value: float) -> float | int:
-    rounded = round(value, 12)
-    return int(rounded) if rounded == int(rounded) else rounded
