@@ -33,27 +33,35 @@ The rule
 
   - each string's content: at most ``T`` tokens (above); a ``maxLength`` the schema
     gives is kept as it is;
-  - an array gets ``maxItems = min(ceil(T / 16), its maxItems)``, never below its
-    ``minItems``;
+  - an array gets ``maxItems = min(ceil(T / 8), its maxItems)``, never below its
+    ``minItems``; an object with free keys (``additionalProperties``,
+    ``patternProperties``) gets ``maxProperties`` = its named properties + ``ceil(T / 8)``
+    (its keys are strings, capped like any other);
   - an integer or number side the schema leaves open gets ``±(10**d - 1)`` with
-    ``d = min(max(ceil(T / 4), 1), 15)`` digits; bounds the schema gives are kept;
-  - a string with a ``pattern`` gets its unbounded repeats (``*``, ``+``, ``{n,}``)
-    capped so the pattern matches at most ``min(T // 4, its maxLength)`` characters
-    (xgrammar ignores ``minLength``/``maxLength`` next to a pattern, so these keys are
-    dropped from the grammar's copy; the pattern carries the bound) and costs
-    ``2 + 4 * width`` tokens.
+    ``d = min(max(T, 1), 15)`` digits; bounds the schema gives are kept; an integer
+    ``multipleOf`` becomes the enum of its (at most 64) multiples nearest 0;
+  - a string with a ``pattern`` (a ``format`` is one, see
+    :mod:`~llmrun.backends.local.schema_formats`) gets its unbounded repeats
+    (``*``, ``+``, ``{n,}``) capped so the pattern matches at most
+    ``min(T // b, its maxLength)`` characters, where ``b`` is the most bytes one of its
+    characters takes in JSON (1 for printable ASCII; xgrammar ignores
+    ``minLength``/``maxLength`` next to a pattern, so these keys are dropped from the
+    grammar's copy and the reply's validation checks them), and costs ``2 + b * width``.
 
   So every string field gets the same fair share; a field whose own limit is smaller
   keeps its limit and leaves the rest to the others. No bound is ever loosened.
+* **Optional properties by the budget.** When every optional property at once would
+  leave strings fewer than :data:`MIN_SHARE` tokens, the fewest optional properties are
+  left out of the grammar (the most deeply nested first, then the largest) until
+  ``T >= MIN_SHARE``, or until the required ones fit at all.
 * **Too small a budget** fails early: when the smallest bounded form (``T = 0``: empty
-  strings and arrays, one-digit numbers, every optional field present at its largest)
-  does not fit, :class:`~llmrun.errors.InvalidInputError` says so and names a budget
-  that would do.
+  strings and arrays, one-digit numbers, no optional property) does not fit,
+  :class:`~llmrun.errors.InvalidInputError` says how many tokens it needs and names a
+  budget that would do.
 
-Not supported (raise :class:`~llmrun.errors.UnsupportedFeatureError` naming the field):
-fields of type ``Any``, ``dict`` (``additionalProperties``), strings with a ``format``,
-numbers with ``multipleOf``, ``allOf`` of several schemas, external ``$ref`` and
-recursive types.
+The schema is first normalized (:func:`~llmrun.backends.local.schema_normalize.normalize_schema`:
+no ``$ref``, ``allOf``, ``oneOf``; untyped values made explicit), so any JSON Schema can
+be bounded; what cannot be generated at all is refused there, naming the keyword.
 """
 
 from __future__ import annotations
@@ -233,7 +241,7 @@ class _Bounder:
     def __init__(self, share: int) -> None:
         self.share = share  # a pattern may match share // (bytes per character) characters
         self.items = -(-share // ITEMS_PER_TOKENS)  # ceil(T / 8)
-        self.digits = min(max(-(-share // 4), 1), MAX_NUMBER_DIGITS)
+        self.digits = min(max(share, 1), MAX_NUMBER_DIGITS)
 
     def node(self, node: Any, path: tuple[str, ...]) -> None:
         if not isinstance(node, dict):
