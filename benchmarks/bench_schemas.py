@@ -225,7 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import PreTrainedTokenizerFast
 
     tok_file = args.tokenizer or args.corpus.parent / "tokenizers" / "pythia" / "tokenizer.json"
-    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tok_file), eos_token="<|endoftext|>")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tok_file))
+    for eos in ("<|endoftext|>", "</s>"):
+        if tokenizer.eos_token is None and eos in tokenizer.get_vocab():
+            tokenizer.eos_token = eos
     width = max(args.width, len(tokenizer))
     datasets = args.datasets or sorted(p.name for p in (args.corpus / "schemas").iterdir() if p.is_dir())
     torch.set_num_threads(1)

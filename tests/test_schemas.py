@@ -424,3 +424,38 @@ def test_lamini_sends_a_flat_schema_and_returns_the_validated_value() -> None:
         with pytest.raises(UnsupportedFeatureError, match="not an object with properties"):
             runner("Any?", output_schema={"type": "array"})
         assert server.requests_to("/v1/completions") == []
+
+
+# --------------------------------------------------------------------------- the coverage benchmark
+
+
+def test_the_coverage_benchmark_runs_on_a_tiny_corpus(tmp_path: Path) -> None:
+    """bench_schemas.py end to end on a corpus and tokenizer made here (no shared assets)."""
+    import importlib.util
+
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_schemas.py"
+    spec = importlib.util.spec_from_file_location("bench_schemas", bench)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    corpus = tmp_path / "corpus"
+    schemas = {
+        "point": (SCHEMAS["definitions-ref"], [{"from": {"x": 1, "y": 2}, "to": {"x": 3, "y": 4}}]),
+        "tags": ({"type": "array", "items": {"type": "string", "maxLength": 4}}, [["ab", "cd"]]),
+        "chain": (CHAIN, []),
+    }
+    for name, (schema, instances) in schemas.items():
+        for folder, data in (("schemas", schema), ("instances", instances)):
+            (corpus / folder / "Tiny").mkdir(parents=True, exist_ok=True)
+            (corpus / folder / "Tiny" / f"{name}.json").write_text(json.dumps(data))
+    tok_file = tmp_path / "tokenizer.json"
+    train_byte_level_bpe_tokenizer(512).backend_tokenizer.save(str(tok_file))
+    out = tmp_path / "out.json"
+    args = ["--corpus", str(corpus), "--tokenizer", str(tok_file), "--width", "512", "--budget", "128"]
+    assert module.main([*args, "--out", str(out)]) == 0
+    tiny = json.loads(out.read_text())["per_dataset"]["Tiny"]
+    assert tiny["schemas"] == 3
+    assert (tiny["valid"], tiny["refused"], tiny["rejected"], tiny["unclosed"]) == (2, 1, 0, 0)
+    assert tiny["refused_by"] == {"$ref": 1}
+    assert (tiny["instances"], tiny["instances_accepted"]) == (2, 2)
