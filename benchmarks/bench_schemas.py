@@ -12,7 +12,8 @@ budget (512), for each schema:
   keyword: llmrun never returns it) or **unclosed** (the budget ran out: must be 0);
 * **instances**: the share of the benchmark's valid instances the bounded grammar accepts
   (the instance written compactly, its keys in the schema's order as the grammar writes them,
-  tokenized, and fed to the same constraint, string cap included).
+  tokenized, and fed to the same constraint, string cap included); ``instances_whole_schema``
+  counts those of schemas whose every optional property fits the budget (none left out).
 
     python benchmarks/bench_schemas.py                       # the whole sample, ~ a few minutes
     python benchmarks/bench_schemas.py --datasets Glaiveai2K --limit 10
@@ -36,6 +37,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch
 
 from llmrun.backends.local import grammar
+from llmrun.backends.local.schema_bounds import bound_schema
 from llmrun.errors import LLMRunError, OutputValidationError
 from llmrun.runner import OutputSpec
 
@@ -152,7 +154,8 @@ def run(
         tally: collections.Counter[str] = collections.Counter()
         refused: collections.Counter[str] = collections.Counter()
         rejected: collections.Counter[str] = collections.Counter()
-        inst_ok = inst_all = 0
+        inst_ok = inst_all = whole_ok = whole_all = 0
+        why: dict[str, str] = {}  # file -> the error of each refused or rejected schema
         files = sorted((corpus / "schemas" / name).glob("*.json"))[:limit]
         started = time.perf_counter()
         for i, path in enumerate(files):
@@ -167,6 +170,7 @@ def run(
             except LLMRunError as exc:
                 tally["refused"] += 1
                 refused[keyword(str(exc))] += 1
+                why[path.name] = f"{type(exc).__name__}: {str(exc)[:300]}"
                 continue
             tokens, closed = walk(constraint, width, budget, seed=i)
             text = tokenizer.decode(tokens)
@@ -179,14 +183,19 @@ def run(
                 except OutputValidationError as exc:
                     tally["rejected"] += 1
                     rejected[keyword(str(exc).split(" at ")[0])] += 1
+                    why[path.name] = f"{type(exc).__name__}: {str(exc)[:300]}"
             bounded = json.loads(constraint.compiled.schema_json)
+            whole = not bound_schema(spec.json_schema, budget).dropped  # no optional property left out
             for inst in instances:
                 inst_all += 1
+                whole_all += whole
                 again = grammar.json_constraint(tokenizer, spec.json_schema, 1, width, max_new_tokens=budget)
                 compact = json.dumps(
                     in_schema_order(inst, bounded), separators=(",", ":"), ensure_ascii=False
                 )
-                inst_ok += accepts(tokenizer, again, width, compact)
+                ok = accepts(tokenizer, again, width, compact)
+                inst_ok += ok
+                whole_ok += ok and whole
         n = len(files)
         per[name] = {
             "schemas": n,
@@ -197,6 +206,9 @@ def run(
             "instances": inst_all,
             "instances_accepted": inst_ok,
             "instances_share": round(inst_ok / inst_all, 3) if inst_all else None,
+            "instances_whole_schema": whole_all,
+            "instances_whole_schema_accepted": whole_ok,
+            "errors": why,
             "published_best": max((v for v in PUBLISHED.get(name, ()) if v is not None), default=None),
             "seconds": round(time.perf_counter() - started, 1),
         }
@@ -238,7 +250,8 @@ def main(argv: list[str] | None = None) -> int:
         k: sum(d[k] for d in per.values()) for k in ("schemas", "valid", "refused", "rejected", "unclosed")
     }
     total["instances"] = sum(d["instances"] for d in per.values())
-    total["instances_accepted"] = sum(d["instances_accepted"] for d in per.values())
+    for key in ("instances_accepted", "instances_whole_schema", "instances_whole_schema_accepted"):
+        total[key] = sum(d[key] for d in per.values())
     result = {"budget": args.budget, "per_dataset": per, "total": total,
               "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
