@@ -137,6 +137,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "not-required": {"type": "object", "properties": {"a": _INT, "b": _INT}, "not": {"required": ["a", "b"]}},
     "unanchored-pattern": {"type": "string", "pattern": "[0-9]{3}"},
+    "min-properties-of-optionals": {
+        "type": "object",
+        "properties": {f"p{i}": {"type": "string"} for i in range(8)},
+        "minProperties": 2,
+    },
     "free-root": {},
 }
 

@@ -181,8 +181,9 @@ def _optional_paths(node: Any, path: tuple[str, ...]) -> Iterable[tuple[str, ...
     if not isinstance(node, dict):
         return
     required = set(node.get("required") or ())
+    keep = bool(node.get("minProperties"))  # leaving one out could break minProperties
     for name, sub in (node.get("properties") or {}).items():
-        if name not in required:
+        if name not in required and not keep:
             yield (*path, "properties", name)
         yield from _optional_paths(sub, (*path, "properties", name))
     for key in ("items", "additionalProperties"):

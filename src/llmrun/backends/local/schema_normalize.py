@@ -310,6 +310,9 @@ class _Normalizer:
         lo, hi = atom.get("minProperties", 0), atom.get("maxProperties")
         if hi is not None and (len(atom["required"]) > hi or lo > hi):
             return self._drop("maxProperties is smaller than the required properties")
+        closed = atom.get("additionalProperties") is False and not atom.get("patternProperties")
+        if closed and lo > len(atom["properties"]):
+            return self._drop("minProperties exceeds the properties an object without extra keys has")
         if not atom["properties"]:
             del atom["properties"]
         if not atom["required"]:
@@ -463,7 +466,8 @@ def _atom_schema(atom: Atom) -> dict[str, Any]:
     out = dict(atom)
     if out.get("type") == "object" and "additionalProperties" not in out:
         # no word on other keys: none next to named properties (tighter), any where none are named
-        free = not out.get("properties") and not out.get("patternProperties")
+        named = len(out.get("properties") or ()) + len(out.get("patternProperties") or ())
+        free = not named or out.get("minProperties", 0) > len(out.get("properties") or ())
         out["additionalProperties"] = any_atoms(ANY_DEPTH - 1) if free else False
     if "properties" in out:
         out["properties"] = {k: to_schema(v) for k, v in out["properties"].items()}
