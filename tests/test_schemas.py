@@ -137,6 +137,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "not-required": {"type": "object", "properties": {"a": _INT, "b": _INT}, "not": {"required": ["a", "b"]}},
     "unanchored-pattern": {"type": "string", "pattern": "[0-9]{3}"},
+    "unique-items-of-few-values": {"type": "array", "items": {"enum": ["a", "b"]}, "uniqueItems": True},
     "min-properties-of-optionals": {
         "type": "object",
         "properties": {f"p{i}": {"type": "string"} for i in range(8)},

@@ -26,7 +26,9 @@ validation of every reply against the original schema (the keywords listed last 
 * Strings: ``format`` becomes a pattern (:mod:`~llmrun.backends.local.schema_formats`);
   patterns, which JSON Schema matches anywhere in the string, are anchored with ``.*`` where
   they are not anchored, since the grammar matches whole strings.
-* Left to the reply's validation: ``if``/``then``/``else``, ``contains``, ``uniqueItems``,
+* ``uniqueItems`` on items from a few values (enum, booleans) allows one item (it would
+  repeat otherwise).
+* Left to the reply's validation: ``if``/``then``/``else``, ``contains``, other ``uniqueItems``,
   ``dependentSchemas`` on a required key, a general ``not``, ``minLength``/``maxLength`` next to
   a ``pattern``.
 """
@@ -250,6 +252,10 @@ class _Normalizer:
             atom["minItems"] = lo
         if node.get("uniqueItems") is True:
             atom["uniqueItems"] = True
+            few = all("enum" in a or a.get("type") in ("boolean", "null") for a in rest or [{}])
+            if few and not atom.get("prefixItems") and lo <= 1:
+                # items from a few values would often repeat: one item is always unique (a tightening)
+                atom["maxItems"] = min(atom.get("maxItems", 1), 1)
         return atom
 
     def object(self, node: dict[str, Any], resolver: Any, refs: tuple[str, ...]) -> Atom | None:
