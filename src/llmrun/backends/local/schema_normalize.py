@@ -64,7 +64,6 @@ MAX_ATOMS = 64
 #: A ``number`` with ``multipleOf`` becomes the enum of its multiples when there are at most this many.
 MAX_ENUM_MULTIPLES = 64
 
-_TYPES = ("null", "boolean", "integer", "number", "string", "array", "object")
 _TYPE_KEYWORDS = {
     "object": ("properties", "required", "additionalProperties", "patternProperties", "propertyNames",
                "minProperties", "maxProperties", "dependentRequired", "dependencies"),
@@ -192,9 +191,6 @@ class _Normalizer:
             return self.object(node, resolver, refs)
         raise SchemaError(f"unknown JSON type {kind!r}")
 
-    def sub(self, node: Any, resolver: Any, refs: tuple[str, ...]) -> Atoms:
-        return self.atoms(node, resolver, refs)
-
     def number(self, kind: str, node: dict[str, Any]) -> Atom | None:
         atom: Atom = {"type": kind}
         lo, lo_open = lower_bound(node)
@@ -232,12 +228,12 @@ class _Normalizer:
         if isinstance(prefix, list):
             atom["prefixItems"] = []
             for i, sub in enumerate(prefix):
-                subatoms = self.sub(sub, resolver, refs)
+                subatoms = self.atoms(sub, resolver, refs)
                 if not subatoms:  # no value fits here: the array must end before it
                     hi = i if hi is None else min(int(hi), i)
                     break
                 atom["prefixItems"].append(subatoms)
-        rest = self.sub(items if items is not None else True, resolver, refs)
+        rest = self.atoms(items if items is not None else True, resolver, refs)
         if not rest:
             count = len(atom.get("prefixItems", ()))
             hi = count if hi is None else min(int(hi), count)
@@ -263,12 +259,12 @@ class _Normalizer:
         required = [str(k) for k in node.get("required") or () if isinstance(k, str)]
         for key in ("additionalProperties", "unevaluatedProperties"):
             if key in node:
-                atom["additionalProperties"] = self.sub(node[key], resolver, refs) or False
+                atom["additionalProperties"] = self.atoms(node[key], resolver, refs) or False
                 break
         patterns = node.get("patternProperties") or {}
         if patterns:
             atom["patternProperties"] = {
-                anchor_pattern(p): self.sub(s, resolver, refs) for p, s in patterns.items()
+                anchor_pattern(p): self.atoms(s, resolver, refs) for p, s in patterns.items()
             }
         if isinstance(node.get("propertyNames"), dict):
             names = string_atom(node["propertyNames"])
@@ -280,7 +276,7 @@ class _Normalizer:
         props: dict[str, Any] = node.get("properties") or {}
         for name, sub in props.items():
             if name in required or not self._forbidden_optional(node, name):
-                atom["properties"][name] = self.sub(sub, resolver, refs)
+                atom["properties"][name] = self.atoms(sub, resolver, refs)
         for name in required:  # a required key the schema never defines: the schema extra keys get
             if name not in atom["properties"]:
                 atom["properties"][name] = self._extra_schema(atom, name)
