@@ -185,7 +185,10 @@ class _TokenizerGrammars:
             )
         except Exception as exc:  # xgrammar raises RuntimeError / InvalidJSONError on schemas it rejects
             title = json.loads(key).get("title", "the output type")
-            raise SchemaError(f"the JSON Schema of {title} cannot be compiled into a grammar: {exc}") from exc
+            what = "a 'pattern' the grammar engine cannot read" if "Regex" in str(exc) else "it"
+            raise SchemaError(
+                f"the JSON Schema of {title} cannot be compiled into a grammar ({what}): {exc}"
+            ) from exc
         compiled = CompiledJsonGrammar(grammar, key, self.vocab_size, self.tables, self.masks)
         self.grammars[key] = compiled
         if len(self.grammars) > GRAMMAR_CACHE_SIZE:
