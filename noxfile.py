@@ -68,6 +68,13 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/run_all.py", *session.posargs)
 
 
+@nox.session(python="3.11", name="bench-schemas")
+def bench_schemas(session: nox.Session) -> None:
+    """Coverage of real-world JSON Schemas (the JSONSchemaBench sample in ../shared/assets)."""
+    install_dev(session)
+    session.run("python", "benchmarks/bench_schemas.py", *session.posargs)
+
+
 @nox.session(python="3.11")
 def demo(session: nox.Session) -> None:
     """The seed's quickstart: pythia-70m answers the mountain question on the CPU.

@@ -68,7 +68,11 @@ def test_output_spec_for_schema_parses_json_values() -> None:
     assert info.value.raw_text == '{"n": '
 
 
-@pytest.mark.parametrize("schema", [{}, [], "object"])
+def test_an_empty_output_schema_means_any_json_value() -> None:
+    assert OutputSpec.for_schema({}).parse('[1, {"a": null}]') == [1, {"a": None}]
+
+
+@pytest.mark.parametrize("schema", [[], "object", {"type": "objet"}])
 def test_output_spec_for_schema_rejects_non_schemas(schema: object) -> None:
     with pytest.raises(SchemaError, match="output_schema"):
         OutputSpec.for_schema(schema)  # type: ignore[arg-type]

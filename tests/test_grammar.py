@@ -16,12 +16,13 @@ xgr = pytest.importorskip("xgrammar")
 from llmrun.backends.local import grammar  # noqa: E402
 from llmrun.backends.local.schema_bounds import (  # noqa: E402
     CLOSE_SLACK,
+    ITEMS_PER_TOKENS,
     MAX_NUMBER_DIGITS,
     bound_schema,
     bound_schema_with_share,
     worst_case_tokens,
 )
-from llmrun.errors import GenerationError, InvalidInputError, UnsupportedFeatureError  # noqa: E402
+from llmrun.errors import GenerationError, InvalidInputError, SchemaError  # noqa: E402
 from llmrun.testing.checkpoints import (  # noqa: E402
     padded_vocab_size,
     train_byte_level_bpe_tokenizer,
@@ -171,24 +172,25 @@ def test_every_string_shares_the_cap() -> None:
 def test_lists_get_max_items_and_bounded_items() -> None:
     bounded = bound_schema(_schema(Lists), 400)
     tags, scores = bounded.schema["properties"]["tags"], bounded.schema["properties"]["scores"]
-    assert tags["maxItems"] == -(-bounded.string_tokens // 16)
+    assert tags["maxItems"] == -(-bounded.string_tokens // ITEMS_PER_TOKENS)
     assert scores["maxItems"] >= 1
     assert scores["items"]["maximum"] == -scores["items"]["minimum"] > 0
 
 
-def test_literal_and_enum_are_left_as_they_are() -> None:
+def test_literal_and_enum_keep_their_values() -> None:
     schema = _schema(Choice)
     bounded = bound_schema(schema, 100).schema
-    assert bounded["properties"]["kind"] == schema["properties"]["kind"]
-    assert bounded["properties"]["level"] == schema["properties"]["level"]
-    assert bounded["$defs"]["Color"] == schema["$defs"]["Color"]
+    assert bounded["properties"]["kind"] == {"enum": schema["properties"]["kind"]["enum"]}
+    assert bounded["properties"]["level"] == {"enum": schema["properties"]["level"]["enum"]}
+    assert bounded["properties"]["color"] == {"enum": schema["$defs"]["Color"]["enum"]}  # $ref inlined
 
 
 def test_optional_branches_are_bounded() -> None:
     bounded = bound_schema(_schema(Optionals), 300).schema
     score = next(b for b in bounded["properties"]["score"]["anyOf"] if b.get("type") == "number")
     assert score["maximum"] == -score["minimum"] > 0
-    count = bounded["$defs"]["Inner"]["properties"]["count"]
+    inner = next(b for b in bounded["properties"]["inner"]["anyOf"] if b.get("type") == "object")
+    count = inner["properties"]["count"]
     assert count["maximum"] == -count["minimum"] > 0
 
 
@@ -198,8 +200,7 @@ def test_numeric_bounds_given_are_kept_and_open_sides_get_digits() -> None:
     assert (props["age"]["minimum"], props["age"]["maximum"]) == (0, 150)
     assert props["temperature"]["minimum"] == -50
     assert props["temperature"]["maximum"] == 10**MAX_NUMBER_DIGITS - 1
-    assert props["delta"]["exclusiveMaximum"] == 0
-    assert "maximum" not in props["delta"]
+    assert props["delta"]["maximum"] == -1  # integer bounds become inclusive integers
     assert props["delta"]["minimum"] == -(10**MAX_NUMBER_DIGITS - 1)
     assert props["big"]["maximum"] == 10**MAX_NUMBER_DIGITS - 1
     small = bound_schema(schema, 80).schema["properties"]
@@ -266,20 +267,21 @@ class WithMultiple(pydantic.BaseModel):
     step: int = pydantic.Field(multiple_of=5)
 
 
-@pytest.mark.parametrize(
-    ("model", "words"),
-    [
-        (Tree, "recursive"),
-        (WithDict, "'meta' is a dict"),
-        (WithAny, "'blob' accepts any JSON value"),
-        (WithMultiple, "'step' uses multipleOf"),
-    ],
-)
-def test_unboundable_types_are_refused_with_the_field_named(
-    model: type[pydantic.BaseModel], words: str
-) -> None:
-    with pytest.raises(UnsupportedFeatureError, match=words):
-        bound_schema(_schema(model), 500)
+class Chain(pydantic.BaseModel):
+    label: str
+    next: Chain
+
+
+@pytest.mark.parametrize("model", [Tree, WithDict, WithAny, WithMultiple], ids=lambda m: m.__name__)
+def test_free_and_recursive_types_are_bounded(model: type[pydantic.BaseModel]) -> None:
+    """dict, Any, multiple_of and recursive types (unrolled) are bounded to the budget."""
+    bounded = bound_schema(_schema(model), 500)
+    assert worst_case_tokens(bounded.schema, bounded.string_tokens) == bounded.worst_case_tokens <= 500
+
+
+def test_a_recursive_type_that_cannot_end_is_refused_naming_the_ref() -> None:
+    with pytest.raises(SchemaError, match=r"\$ref '#/\$defs/Chain' is recursive"):
+        bound_schema(_schema(Chain), 500)
 
 
 # --------------------------------------------------------------------------- tokenizers and cache

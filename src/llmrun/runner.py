@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib
-import json
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +27,6 @@ from llmrun.capabilities import SAMPLING_OPTIONS as SAMPLING_OPTIONS
 from llmrun.capabilities import Capabilities as Capabilities
 from llmrun.errors import (
     InvalidInputError,
-    OutputValidationError,
     SchemaError,
     UnsupportedFeatureError,
 )
@@ -47,6 +44,7 @@ from llmrun.schema import (
 from llmrun.streaming import aiterate, typed_stream
 
 if TYPE_CHECKING:
+    from llmrun.json_schema import SchemaDocument
     from llmrun.training import EvalResult, TrainingExample, TrainOptions, TrainResult
 
 T = TypeVar("T", bound=Type)
@@ -94,6 +92,8 @@ class OutputSpec:
     json_schema: dict[str, Any]
     output_type: type[Type] | None = None
     name: str = "output"
+    #: The checked schema document of a raw schema (its validator and ref resolver).
+    document: SchemaDocument | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def for_type(cls, output_type: type[Type]) -> OutputSpec:
@@ -103,20 +103,19 @@ class OutputSpec:
 
     @classmethod
     def for_schema(cls, schema: Mapping[str, Any], name: str = "output") -> OutputSpec:
-        """The spec of a raw JSON Schema output; the result is the validated JSON value."""
-        if not isinstance(schema, Mapping) or not schema:
-            raise SchemaError(
-                f"output_schema must be a non-empty JSON Schema dict such as "
-                f'{{"type": "object", "properties": {{...}}}}, got {schema!r}'
-            )
+        """The spec of a raw JSON Schema output; the result is the validated JSON value.
+
+        The schema is checked up front (valid for its meta-schema, every ``$ref`` resolvable):
+        :class:`~llmrun.errors.SchemaError` names the problem.
+        """
+        from llmrun.json_schema import check_json_schema
+
         if not isinstance(name, str) or not name.strip():
             raise SchemaError(f"the output's name must be a non-empty string, got {name!r}")
-        try:
-            copied = json.loads(json.dumps(schema))
-        except (TypeError, ValueError) as exc:
-            raise SchemaError(f"output_schema is not JSON-serialisable: {exc}") from None
-        _check_schema(copied)
-        return cls(copied, None, name)
+        document = check_json_schema(schema, name)
+        if not isinstance(document.schema, dict):
+            raise SchemaError(f"output_schema for {name!r} must be a JSON Schema dict, got {schema!r}")
+        return cls(document.schema, None, name, document)
 
     def parse(self, text: str) -> Any:
         """Validate a backend's JSON text: a ``Type`` instance, or for a raw schema the JSON value.
@@ -125,54 +124,10 @@ class OutputSpec:
         """
         if self.output_type is not None:
             return parse_output(text, self.output_type)
-        try:
-            value = json.loads(text)
-        except ValueError as exc:
-            raise OutputValidationError(
-                f"the model's output is not valid JSON for {self.name} ({exc}); raw output: {text[:200]!r}",
-                raw_text=text,
-            ) from None
-        problem = _schema_violation(value, self.json_schema)
-        if problem is not None:
-            raise OutputValidationError(
-                f"the model's output does not satisfy the {self.name} schema ({problem}); "
-                f"raw output: {text[:200]!r}",
-                raw_text=text,
-            )
-        return value
+        from llmrun.json_schema import check_json_schema, validate_json_value
 
-
-def _jsonschema() -> Any:
-    """The ``jsonschema`` module when installed (optional), else None."""
-    try:
-        return importlib.import_module("jsonschema")
-    except ImportError:
-        return None
-
-
-def _check_schema(schema: dict[str, Any]) -> None:
-    """Check a raw schema with ``jsonschema`` when it is installed."""
-    jsonschema = _jsonschema()
-    if jsonschema is None:
-        return
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        raise SchemaError(f"output_schema is not a valid JSON Schema: {exc.message}") from None
-
-
-def _schema_violation(value: Any, schema: dict[str, Any]) -> str | None:
-    """Why ``value`` does not satisfy ``schema`` (checked with ``jsonschema`` when installed), or None."""
-    jsonschema = _jsonschema()
-    if jsonschema is None:
-        return None
-    error = jsonschema.exceptions.best_match(
-        jsonschema.validators.validator_for(schema)(schema).iter_errors(value)
-    )
-    if error is None:
-        return None
-    where = "/".join(str(p) for p in error.absolute_path) or "<root>"
-    return f"{where}: {error.message}"
+        document = self.document or check_json_schema(self.json_schema, self.name)
+        return validate_json_value(document, text, self.name)
 
 
 @dataclass(frozen=True)
@@ -420,8 +375,13 @@ class ModelRunner(ABC):
     def _prepare(
         self, prompt: Prompt | Sequence[Prompt], output_type: type[Type] | None, options: dict[str, Any]
     ) -> tuple[CompletionRequest, bool]:
-        """Check and merge everything once: settings, output type, prompts."""
+        """Check and merge everything once: settings, output type or raw ``output_schema``, prompts."""
+        schema = options.pop("output_schema", None)
+        if schema is not None and output_type is not None:
+            raise InvalidInputError("pass output_type=... or output_schema=..., not both")
         output = OutputSpec.for_type(output_type) if output_type is not None else None
+        if schema is not None:
+            output = OutputSpec.for_schema(schema)
         return self._request(prompt, output, options)
 
     def _request(

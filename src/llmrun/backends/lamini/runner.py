@@ -21,7 +21,7 @@ from llmrun.backends.lamini.tuning import (
     await_job,
     train_on_lamini,
 )
-from llmrun.backends.lamini.wire_types import lamini_output_type, unflatten
+from llmrun.backends.lamini.wire_types import lamini_output_type, lamini_schema_output_type, unflatten
 from llmrun.backends.sync import run_sync
 from llmrun.errors import (
     AuthenticationError,
@@ -134,7 +134,14 @@ class LaminiRunner(ModelRunner):
         return run_sync(lambda: self.acomplete(request))
 
     async def acomplete(self, request: CompletionRequest) -> list[Completion]:
-        wire_type = lamini_output_type(request.output_type) if request.output_type is not None else None
+        wire_type = None
+        if request.output is not None:
+            output = request.output
+            wire_type = (
+                lamini_output_type(output.output_type)
+                if output.output_type is not None
+                else lamini_schema_output_type(output)
+            )
         prompts = request.prompts
         chunks = [
             range(i, min(i + self.batch_size, len(prompts))) for i in range(0, len(prompts), self.batch_size)

@@ -1,10 +1,12 @@
 """Grammar-constrained JSON decoding with xgrammar.
 
-:func:`json_constraint` turns an output type's JSON Schema into a per-batch
-:class:`JsonSchemaConstraint` that the decode loop drives step by step
-(``mask_logits`` -> pick a token -> ``advance`` -> ``finished``). The schema is first
-sized to the token budget with :func:`~llmrun.backends.local.schema_bounds.bound_schema`,
-so every row closes its JSON within ``max_new_tokens``.
+:func:`json_constraint` turns a JSON Schema (an output type's, or a raw one given with
+``output_schema=``) into a per-batch :class:`JsonSchemaConstraint` that the decode loop
+drives step by step (``mask_logits`` -> pick a token -> ``advance`` -> ``finished``). The
+schema is first normalized and sized to the token budget with
+:func:`~llmrun.backends.local.schema_bounds.bound_schema` (``$ref``, ``allOf``, free keys,
+formats ... see :mod:`~llmrun.backends.local.schema_normalize`), so every row closes its
+JSON within ``max_new_tokens``.
 
 xgrammar's grammar decides what may come next. On top of it, per row, the constraint:
 
@@ -183,7 +185,10 @@ class _TokenizerGrammars:
             )
         except Exception as exc:  # xgrammar raises RuntimeError / InvalidJSONError on schemas it rejects
             title = json.loads(key).get("title", "the output type")
-            raise SchemaError(f"the JSON Schema of {title} cannot be compiled into a grammar: {exc}") from exc
+            what = "a 'pattern' the grammar engine cannot read" if "Regex" in str(exc) else "it"
+            raise SchemaError(
+                f"the JSON Schema of {title} cannot be compiled into a grammar ({what}): {exc}"
+            ) from exc
         compiled = CompiledJsonGrammar(grammar, key, self.vocab_size, self.tables, self.masks)
         self.grammars[key] = compiled
         if len(self.grammars) > GRAMMAR_CACHE_SIZE:
@@ -227,11 +232,14 @@ def json_constraint(
 ) -> JsonSchemaConstraint:
     """A constraint that makes each of ``batch_size`` rows write one JSON value valid for ``schema``.
 
-    ``schema`` is the output type's JSON Schema (pydantic v2); it is bounded to
-    ``max_new_tokens`` here (see :mod:`~llmrun.backends.local.schema_bounds`), so every row
-    finishes within the budget. ``vocab_size`` is the model's logits width. Raises
+    ``schema`` is any JSON Schema (a pydantic ``model_json_schema()`` or a raw one); it is
+    normalized and bounded to ``max_new_tokens`` here (see
+    :mod:`~llmrun.backends.local.schema_bounds`), so every row finishes within the budget.
+    ``vocab_size`` is the model's logits width. Raises
     :class:`~llmrun.errors.InvalidInputError` when the budget cannot hold even the smallest
-    object, and :class:`~llmrun.errors.UnsupportedFeatureError` for fields that cannot be bounded.
+    value (saying how many tokens it needs), and :class:`~llmrun.errors.SchemaError` /
+    :class:`~llmrun.errors.UnsupportedFeatureError` naming the keyword for schemas that
+    cannot be generated.
     """
     if not isinstance(schema, Mapping):
         raise InvalidInputError(f"the output schema must be a JSON Schema dict, got {type(schema).__name__}")

@@ -33,40 +33,49 @@ The rule
 
   - each string's content: at most ``T`` tokens (above); a ``maxLength`` the schema
     gives is kept as it is;
-  - an array gets ``maxItems = min(ceil(T / 16), its maxItems)``, never below its
-    ``minItems``;
+  - an array gets ``maxItems = min(ceil(T / 8), its maxItems)``, never below its
+    ``minItems``; an object with free keys (``additionalProperties``,
+    ``patternProperties``) gets ``maxProperties`` = its named properties + ``ceil(T / 8)``
+    (its keys are strings, capped like any other);
   - an integer or number side the schema leaves open gets ``±(10**d - 1)`` with
-    ``d = min(max(ceil(T / 4), 1), 15)`` digits; bounds the schema gives are kept;
-  - a string with a ``pattern`` gets its unbounded repeats (``*``, ``+``, ``{n,}``)
-    capped so the pattern matches at most ``min(T // 4, its maxLength)`` characters
-    (xgrammar ignores ``minLength``/``maxLength`` next to a pattern, so these keys are
-    dropped from the grammar's copy; the pattern carries the bound) and costs
-    ``2 + 4 * width`` tokens.
+    ``d = min(max(T, 1), 15)`` digits; bounds the schema gives are kept; an integer
+    ``multipleOf`` becomes the enum of its (at most 64) multiples nearest 0;
+  - a string with a ``pattern`` (a ``format`` is one, see
+    :mod:`~llmrun.backends.local.schema_formats`) gets its unbounded repeats
+    (``*``, ``+``, ``{n,}``) capped so the pattern matches at most
+    ``min(T // b, its maxLength)`` characters, where ``b`` is the most bytes one of its
+    characters takes in JSON (1 for printable ASCII; xgrammar ignores
+    ``minLength``/``maxLength`` next to a pattern, so these keys are dropped from the
+    grammar's copy and the reply's validation checks them), and costs ``2 + b * width``.
 
   So every string field gets the same fair share; a field whose own limit is smaller
   keeps its limit and leaves the rest to the others. No bound is ever loosened.
+* **Optional properties by the budget.** When every optional property at once would
+  leave strings fewer than :data:`MIN_SHARE` tokens, the fewest optional properties are
+  left out of the grammar (the most deeply nested first, then the largest) until
+  ``T >= MIN_SHARE``, or until the required ones fit at all.
 * **Too small a budget** fails early: when the smallest bounded form (``T = 0``: empty
-  strings and arrays, one-digit numbers, every optional field present at its largest)
-  does not fit, :class:`~llmrun.errors.InvalidInputError` says so and names a budget
-  that would do.
+  strings and arrays, one-digit numbers, no optional property) does not fit,
+  :class:`~llmrun.errors.InvalidInputError` says how many tokens it needs and names a
+  budget that would do.
 
-Not supported (raise :class:`~llmrun.errors.UnsupportedFeatureError` naming the field):
-fields of type ``Any``, ``dict`` (``additionalProperties``), strings with a ``format``,
-numbers with ``multipleOf``, ``allOf`` of several schemas, external ``$ref`` and
-recursive types.
+The schema is first normalized (:func:`~llmrun.backends.local.schema_normalize.normalize_schema`:
+no ``$ref``, ``allOf``, ``oneOf``; untyped values made explicit), so any JSON Schema can
+be bounded; what cannot be generated at all is refused there, naming the keyword.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import math
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeGuard
 
+from llmrun.backends.local.schema_normalize import normalize_schema
+from llmrun.backends.local.schema_patterns import bound_pattern, char_bytes, pattern_width
+from llmrun.backends.local.schema_patterns import where as _where
 from llmrun.errors import InvalidInputError, UnsupportedFeatureError
 
 #: Worst-case tokens per string character: one token per UTF-8 byte, up to 4 bytes.
@@ -77,6 +86,12 @@ CLOSE_SLACK = 3
 MAX_NUMBER_DIGITS = 15
 #: Fraction digits xgrammar allows in a number with a range (``0.123456``).
 FLOAT_FRACTION_DIGITS = 6
+#: An integer ``multipleOf`` becomes the enum of at most this many multiples.
+MAX_MULTIPLES = 64
+#: String share below which optional properties are left out of the grammar to make room.
+MIN_SHARE = 8
+#: An array may hold one item per this many tokens of share (``maxItems = ceil(T / 8)``).
+ITEMS_PER_TOKENS = 8
 #: String cap (tokens) used in the "too small" error's suggestion.
 _SUGGESTED_TOKENS = 32
 
@@ -87,19 +102,22 @@ _Json = dict[str, Any]
 class BoundedSchema:
     """A JSON Schema sized to a token budget; see the module docstring."""
 
-    #: The JSON Schema for the grammar: a bounded copy of the input schema.
+    #: The JSON Schema for the grammar: a bounded copy of the (normalized) input schema.
     schema: _Json
     #: ``T``: the most tokens the content of one string may take before it must close.
     string_tokens: int
     #: The most tokens any output can take (``<= max_new_tokens``).
     worst_case_tokens: int
+    #: Optional properties left out of the grammar to fit the budget (``a.b`` paths).
+    dropped: tuple[str, ...] = ()
 
 
 def bound_schema(schema: Mapping[str, Any], max_new_tokens: int) -> BoundedSchema:
     """Size ``schema`` so that any output of the constrained decoder fits in ``max_new_tokens``.
 
-    See the module docstring for the rule. ``schema`` is a JSON Schema as produced by
-    pydantic v2's ``model_json_schema()``; it is not modified.
+    See the module docstring for the rule. ``schema`` is any JSON Schema (a pydantic
+    ``model_json_schema()`` or a raw one); it is normalized first
+    (:func:`~llmrun.backends.local.schema_normalize.normalize_schema`) and not modified.
     """
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
         raise InvalidInputError(
@@ -107,35 +125,102 @@ def bound_schema(schema: Mapping[str, Any], max_new_tokens: int) -> BoundedSchem
         )
     if not isinstance(schema, Mapping):
         raise InvalidInputError(f"the output schema must be a JSON Schema dict, got {type(schema).__name__}")
+    title = schema.get("title", "the output type")
+    plain = normalize_schema(schema)
 
-    def cost(share: int) -> int:
-        return worst_case_tokens(bound_schema_with_share(schema, share), share)
+    def cost(share: int, tree: _Json) -> int:
+        return worst_case_tokens(_with_share(tree, share), share)
 
-    need = cost(0)
+    tree, dropped = plain, tuple[str, ...]()
+    if cost(MIN_SHARE, plain) > max_new_tokens:
+        tree, dropped = _drop_optional(plain, lambda t: cost(MIN_SHARE, t) <= max_new_tokens)
+        if cost(MIN_SHARE, tree) > max_new_tokens:
+            tree, dropped = _drop_optional(plain, lambda t: cost(0, t) <= max_new_tokens)
+    need = cost(0, tree)
     if need > max_new_tokens:
-        title = schema.get("title", "the output type")
         raise InvalidInputError(
             f"max_new_tokens={max_new_tokens} is too small for {title}: its JSON can take up to {need} "
-            f"tokens even with empty strings and lists (counting one token per byte, the worst case). "
-            f"Use max_new_tokens >= {cost(_SUGGESTED_TOKENS)} (strings of up to {_SUGGESTED_TOKENS} tokens), "
-            f"or at least {need}."
+            f"tokens even with empty strings and lists and no optional fields (counting one token per "
+            f"byte, the worst case). Use max_new_tokens >= {cost(_SUGGESTED_TOKENS, tree)} (strings of up "
+            f"to {_SUGGESTED_TOKENS} tokens), or at least {need}."
         )
     lo, hi = 0, max_new_tokens  # invariant: share lo fits
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if cost(mid) <= max_new_tokens:
+        if cost(mid, tree) <= max_new_tokens:
             lo = mid
         else:
             hi = mid - 1
-    return BoundedSchema(bound_schema_with_share(schema, lo), lo, cost(lo))
+    return BoundedSchema(_with_share(tree, lo), lo, cost(lo, tree), dropped)
+
+
+def _drop_optional(tree: _Json, fits: Callable[[_Json], bool]) -> tuple[_Json, tuple[str, ...]]:
+    """Leave out the fewest optional properties (deepest, then largest first) so that ``fits``."""
+    sizes = _Measure(_with_share(tree, MIN_SHARE), MIN_SHARE)
+    # deepest first, then largest: nested details go before the fields that hold them
+    optional = sorted(_optional_paths(tree, ()), key=lambda p: (-len(_names(p)), -sizes.at(p)))
+
+    def without(count: int) -> _Json:
+        out = copy.deepcopy(tree)
+        for path in optional[:count]:
+            _remove(out, path)
+        return out
+
+    lo, hi = 0, len(optional)  # find the smallest count that fits (hi always "fits or all")
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if fits(without(mid)):
+            hi = mid
+        else:
+            lo = mid + 1
+    return without(lo), tuple(".".join(_names(p)) for p in optional[:lo])
+
+
+def _optional_paths(node: Any, path: tuple[str, ...]) -> Iterable[tuple[str, ...]]:
+    """Key paths (into the schema dict) of every optional property, outer ones first."""
+    if not isinstance(node, dict):
+        return
+    required = set(node.get("required") or ())
+    keep = bool(node.get("minProperties"))  # leaving one out could break minProperties
+    for name, sub in (node.get("properties") or {}).items():
+        if name not in required and not keep:
+            yield (*path, "properties", name)
+        yield from _optional_paths(sub, (*path, "properties", name))
+    for key in ("items", "additionalProperties"):
+        if isinstance(node.get(key), dict):
+            yield from _optional_paths(node[key], (*path, key))
+    for key in ("anyOf", "prefixItems"):
+        for i, sub in enumerate(node.get(key) or ()):
+            yield from _optional_paths(sub, (*path, key, str(i)))
+
+
+def _names(path: tuple[str, ...]) -> list[str]:
+    return [path[i + 1] for i, p in enumerate(path[:-1]) if p == "properties"]
+
+
+def _get(node: Any, path: tuple[str, ...]) -> Any:
+    for key in path:
+        node = node[int(key)] if isinstance(node, list) else node.get(key) if isinstance(node, dict) else None
+        if node is None:
+            return None
+    return node
+
+
+def _remove(tree: _Json, path: tuple[str, ...]) -> None:
+    parent = _get(tree, path[:-1])
+    if isinstance(parent, dict):
+        parent.pop(path[-1], None)
 
 
 def bound_schema_with_share(schema: Mapping[str, Any], share: int) -> _Json:
-    """Return a copy of ``schema`` bounded for the share ``T = share`` (see the module docstring)."""
+    """Return ``schema``, normalized, bounded for the share ``T = share`` (see the module docstring)."""
+    return _with_share(normalize_schema(schema), share)
+
+
+def _with_share(schema: Mapping[str, Any], share: int) -> _Json:
+    """A bounded copy of an already normalized ``schema``."""
     out = copy.deepcopy(dict(schema))
     _Bounder(share).node(out, ())
-    for name, sub in (out.get("$defs") or {}).items():
-        _Bounder(share).node(sub, (name,))
     return out
 
 
@@ -145,55 +230,65 @@ def worst_case_tokens(schema: Mapping[str, Any], string_tokens: int) -> int:
     Counts one token per UTF-8 byte of structure (see the module docstring). Raises
     :class:`~llmrun.errors.UnsupportedFeatureError` when some part is unbounded.
     """
-    return _Measure(schema, string_tokens).node(schema, (), ())
+    return _Measure(schema, string_tokens).node(schema, ())
 
 
 # ----------------------------------------------------------------------------- bounding
 
 
 class _Bounder:
-    """Adds the bounds for one share ``T``, in place, to a (copied) schema tree."""
+    """Adds the bounds for one share ``T``, in place, to a (copied) normalized schema tree."""
 
     def __init__(self, share: int) -> None:
-        self.chars = share // TOKENS_PER_CHAR  # characters a pattern may match
-        self.items = -(-share // 16)  # ceil(T / 16)
-        self.digits = min(max(-(-share // 4), 1), MAX_NUMBER_DIGITS)
+        self.share = share  # a pattern may match share // (bytes per character) characters
+        self.items = -(-share // ITEMS_PER_TOKENS)  # ceil(T / 8)
+        self.digits = min(max(share, 1), MAX_NUMBER_DIGITS)
 
     def node(self, node: Any, path: tuple[str, ...]) -> None:
         if not isinstance(node, dict):
             return
-        for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+        for key in ("anyOf", "prefixItems"):
             for i, sub in enumerate(node.get(key) or ()):
-                self.node(sub, (*path, f"{key}[{i}]"))
+                self.node(sub, (*path, f"{key}[{i}]") if key == "prefixItems" else path)
         for name, sub in (node.get("properties") or {}).items():
             self.node(sub, (*path, name))
-        if isinstance(node.get("items"), dict):
-            self.node(node["items"], (*path, "[]"))
-        if "enum" in node or "const" in node:
+        for key, label in (("items", "[]"), ("additionalProperties", "*")):
+            self.node(node.get(key), (*path, label))
+        if node.get("patternProperties"):
+            bounded = {}
+            for pattern, sub in node["patternProperties"].items():
+                self.node(sub, (*path, "*"))
+                chars = max(self.share // char_bytes(pattern), 1)
+                bounded[bound_pattern(pattern, chars, (*path, "<key>"))] = sub
+            node["patternProperties"] = bounded
+        if isinstance(node.get("propertyNames"), dict):
+            self.string(node["propertyNames"], (*path, "<key>"))
+        if "enum" in node:
             return
-        types = _types(node)
-        if "string" in types:
+        kind = node.get("type")
+        if kind == "string":
             self.string(node, path)
-        if "array" in types:
+        elif kind == "array":
             node["maxItems"] = max(int(node.get("minItems", 0)), min(self.items, _int(node, "maxItems")))
-        if types & {"integer", "number"}:
-            if "multipleOf" in node:
+        elif kind == "object" and _free_keys(node):
+            named = len(node.get("properties") or {})
+            least = max(int(node.get("minProperties", 0)), len(node.get("required") or ()))
+            node["maxProperties"] = max(least, min(named + self.items, _int(node, "maxProperties")))
+        elif kind in ("integer", "number"):
+            if "multipleOf" in node and kind == "number":
                 raise UnsupportedFeatureError(
-                    f"{_where(path)} uses multipleOf (multiple_of=...), which the local constrained decoder "
-                    "cannot enforce (xgrammar ignores it for floats and wide integer ranges); drop it or "
-                    "use a Literal of the allowed values"
+                    f"{_where(path)} uses multipleOf on a number, which the local constrained decoder "
+                    "cannot enforce; use an integer or an enum of the allowed values"
                 )
             self.number(node)
+            if kind == "integer" and _is_number(node.get("multipleOf")):
+                _integer_multiples(node)
 
     def string(self, node: _Json, path: tuple[str, ...]) -> None:
-        if "format" in node:
-            raise UnsupportedFeatureError(
-                f"{_where(path)} is a string with format {node['format']!r}, which cannot be bounded for "
-                "constrained decoding; use a plain str field (with a pattern if needed)"
-            )
         if "pattern" in node:  # plain strings are capped in tokens by the decoder
-            chars = max(int(node.get("minLength", 0)), min(self.chars, _int(node, "maxLength")))
-            node["pattern"] = _bound_pattern(str(node["pattern"]), chars, path)
+            own = self.share // char_bytes(str(node["pattern"]))
+            chars = max(int(node.get("minLength", 0)), min(own, _int(node, "maxLength")))
+            node["pattern"] = bound_pattern(str(node["pattern"]), chars, path)
             node.pop("minLength", None)
             node.pop("maxLength", None)
 
@@ -205,6 +300,24 @@ class _Bounder:
             node["minimum"] = -cap if hi is None else min(-cap, math.floor(hi) - 1)
         if hi is None:
             node["maximum"] = cap if lo is None else max(cap, math.ceil(lo) + 1)
+
+
+def _integer_multiples(node: _Json) -> None:
+    """An integer ``multipleOf`` in a range as the enum of its multiples nearest 0 (xgrammar 0.2 drops
+    ``multipleOf`` next to a range); a tightening to at most :data:`MAX_MULTIPLES` values."""
+    step = int(node.pop("multipleOf"))
+    lo, hi = math.ceil(node.pop("minimum")), math.floor(node.pop("maximum"))
+    first, last = -(-lo // step), hi // step  # the multiples k * step in [lo, hi]
+    ks = sorted(range(max(first, -MAX_MULTIPLES), min(last, MAX_MULTIPLES) + 1), key=abs)[:MAX_MULTIPLES]
+    if not ks:
+        raise UnsupportedFeatureError(f"no multiple of {step} lies in [{lo}, {hi}]")
+    node.clear()
+    node["enum"] = sorted(k * step for k in ks)
+
+
+def _free_keys(node: Mapping[str, Any]) -> bool:
+    """Whether an object node lets keys in besides its named properties."""
+    return isinstance(node.get("additionalProperties"), dict) or bool(node.get("patternProperties"))
 
 
 def _bound(
@@ -222,146 +335,41 @@ def _int(node: Mapping[str, Any], key: str) -> int:
     return int(value) if _is_number(value) else 2**62
 
 
-_UNBOUNDED_REPEAT = re.compile(r"\{(\d+),\}")
-
-
-def _bound_pattern(pattern: str, chars: int, path: tuple[str, ...]) -> str:
-    """Cap the unbounded repeats of ``pattern`` so it matches at most ``chars`` characters when possible."""
-
-    def capped(k: int) -> str:
-        return _cap_repeats(pattern, k)
-
-    if _pattern_width(capped(0), path) > chars:
-        return capped(0)
-    lo, hi = 0, max(chars, 1)  # invariant: capped(lo) fits
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if _pattern_width(capped(mid), path) <= chars:
-            lo = mid
-        else:
-            hi = mid - 1
-    return capped(lo)
-
-
-def _cap_repeats(pattern: str, k: int) -> str:
-    """Rewrite ``*``, ``+`` and ``{n,}`` outside character classes as repeats of at most ``max(k, n)``."""
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    after_atom = False  # a quantifier here applies to an atom (not possessive/lazy after one)
-    while i < n:
-        c = pattern[i]
-        if c == "\\":
-            out.append(pattern[i : i + 2])
-            i += 2
-            after_atom = True
-            continue
-        if c == "[":
-            j = i + 1
-            if j < n and pattern[j] == "^":
-                j += 1
-            if j < n and pattern[j] == "]":
-                j += 1
-            while j < n and pattern[j] != "]":
-                j += 2 if pattern[j] == "\\" else 1
-            out.append(pattern[i : j + 1])
-            i = j + 1
-            after_atom = True
-            continue
-        if c in "*+" and after_atom:
-            out.append(f"{{{0 if c == '*' else 1},{max(k, 1)}}}")
-            i += 1
-            after_atom = False
-            continue
-        m = _UNBOUNDED_REPEAT.match(pattern, i)
-        if m and after_atom:
-            low = int(m.group(1))
-            out.append(f"{{{low},{max(k, low)}}}")
-            i = m.end()
-            after_atom = False
-            continue
-        out.append(c)
-        i += 1
-        # after "(", "|", "^" or a "?" (a quantifier, or group syntax) nothing can be repeated
-        after_atom = c not in "(|^?"
-        if c == "{":  # a bounded repeat {n} / {n,m}: copy it whole
-            end = pattern.find("}", i)
-            if end != -1 and re.fullmatch(r"\d*,?\d*", pattern[i:end]):
-                out.append(pattern[i : end + 1])
-                i = end + 1
-                after_atom = False
-    return "".join(out)
-
-
-def _pattern_width(pattern: str, path: tuple[str, ...]) -> int:
-    """The most characters ``pattern`` can match; raises when it is unbounded or invalid."""
-    # re._parser is private but present in 3.11+ (sre_parse before): the exact width oracle.
-    sre_parse: Any = importlib.import_module("re._parser")
-    try:
-        width = int(sre_parse.parse(pattern).getwidth()[1])
-    except (re.error, OverflowError) as exc:
-        raise UnsupportedFeatureError(f"{_where(path)} has a pattern that cannot be parsed: {exc}") from exc
-    if width >= int(sre_parse.MAXREPEAT):
-        raise UnsupportedFeatureError(
-            f"{_where(path)} has a pattern {pattern!r} whose length cannot be bounded; "
-            "write it with bounded repeats such as {1,20}"
-        )
-    return width
-
-
 # ----------------------------------------------------------------------------- measuring
 
 
 class _Measure:
-    """Worst-case bytes (= tokens) of the compact JSON texts a bounded schema accepts."""
+    """Worst-case bytes (= tokens) of the compact JSON texts a bounded, normalized schema accepts."""
 
     def __init__(self, root: Mapping[str, Any], string_tokens: int) -> None:
+        self.root = root
         self.string_tokens = string_tokens
-        self.defs: Mapping[str, Any] = root.get("$defs") or {}
-        self.memo: dict[str, int] = {}
 
-    def node(self, node: Any, path: tuple[str, ...], refs: tuple[str, ...]) -> int:
+    def at(self, path: tuple[str, ...]) -> int:
+        """The worst-case cost of the property at ``path`` (its key, ``:`` and its value)."""
+        return _literal(path[-1]) + 1 + self.node(_get(self.root, path), path)
+
+    def node(self, node: Any, path: tuple[str, ...]) -> int:
         if node is False:
             return 0
         if not isinstance(node, Mapping) or not node.keys() - _ANNOTATIONS:
             raise UnsupportedFeatureError(
                 f"{_where(path)} accepts any JSON value (type Any), which cannot be bounded"
             )
-        if "$ref" in node:
-            return self.ref(str(node["$ref"]), path, refs)
+        if "$ref" in node or "allOf" in node or "oneOf" in node:
+            raise UnsupportedFeatureError(f"{_where(path)} is not normalized ($ref/allOf/oneOf left)")
         if "const" in node:
             return _literal(node["const"])
         if "enum" in node:
             return max((_literal(v) for v in node["enum"]), default=0)
-        for key in ("anyOf", "oneOf"):
-            if key in node:
-                return max((self.node(s, path, refs) for s in node[key]), default=0)
-        if "allOf" in node:
-            if len(node["allOf"]) != 1:
-                raise UnsupportedFeatureError(
-                    f"{_where(path)} uses allOf with several schemas; this is not supported"
-                )
-            return self.node(node["allOf"][0], path, refs)
+        if "anyOf" in node:
+            return max((self.node(s, path) for s in node["anyOf"]), default=0)
         types = _types(node)
         if not types:
             raise UnsupportedFeatureError(f"{_where(path)} has no type, so it cannot be bounded")
-        return max(self.typed(t, node, path, refs) for t in types)
+        return max(self.typed(t, node, path) for t in types)
 
-    def ref(self, ref: str, path: tuple[str, ...], refs: tuple[str, ...]) -> int:
-        prefix = "#/$defs/"
-        name = ref[len(prefix) :]
-        if not ref.startswith(prefix) or name not in self.defs:
-            raise UnsupportedFeatureError(
-                f"{_where(path)} refers to {ref!r}; only local '#/$defs/...' refs are supported"
-            )
-        if name in refs:
-            raise UnsupportedFeatureError(
-                f"{_where(path)} makes the type {name!r} recursive; recursive output types cannot be bounded"
-            )
-        if name not in self.memo:
-            self.memo[name] = self.node(self.defs[name], path, (*refs, name))
-        return self.memo[name]
-
-    def typed(self, kind: str, node: Mapping[str, Any], path: tuple[str, ...], refs: tuple[str, ...]) -> int:
+    def typed(self, kind: str, node: Mapping[str, Any], path: tuple[str, ...]) -> int:
         if kind == "null":
             return 4
         if kind == "boolean":
@@ -377,40 +385,51 @@ class _Measure:
             return sign + len(str(int(max(abs(lo), abs(hi))))) + 1 + FLOAT_FRACTION_DIGITS
         if kind == "string":
             if "pattern" in node:
-                return 2 + TOKENS_PER_CHAR * _pattern_width(str(node["pattern"]), path)
+                pattern = str(node["pattern"])
+                return 2 + char_bytes(pattern) * pattern_width(pattern, path)
             content = min(self.string_tokens + CLOSE_SLACK, TOKENS_PER_CHAR * _int(node, "maxLength"))
             return 2 + max(content, TOKENS_PER_CHAR * int(node.get("minLength", 0)))
         if kind == "array":
-            return self.array(node, path, refs)
+            return self.array(node, path)
         if kind == "object":
-            return self.object(node, path, refs)
+            return self.object(node, path)
         raise UnsupportedFeatureError(f"{_where(path)} has the unknown JSON type {kind!r}")
 
-    def array(self, node: Mapping[str, Any], path: tuple[str, ...], refs: tuple[str, ...]) -> int:
+    def array(self, node: Mapping[str, Any], path: tuple[str, ...]) -> int:
         prefix = list(node.get("prefixItems") or ())
         items = node.get("items", not prefix)
         if items is False:
-            count, extra = len(prefix), 0
+            count, extra = min(len(prefix), _int(node, "maxItems")), 0
         else:
             if not _is_number(node.get("maxItems")):
                 raise UnsupportedFeatureError(f"{_where(path)} is an array without maxItems")
             count = int(node["maxItems"])
             extra = max(count - len(prefix), 0)
-        size = sum(self.node(s, (*path, f"[{i}]"), refs) for i, s in enumerate(prefix[:count]))
+        size = sum(self.node(s, (*path, f"[{i}]")) for i, s in enumerate(prefix[:count]))
         if extra:
-            size += extra * self.node(items, (*path, "[]"), refs)
+            size += extra * self.node(items, (*path, "[]"))
         return 2 + size + max(count - 1, 0)
 
-    def object(self, node: Mapping[str, Any], path: tuple[str, ...], refs: tuple[str, ...]) -> int:
-        extra = node.get("additionalProperties", False)
-        if extra is not False or node.get("patternProperties"):
-            raise UnsupportedFeatureError(
-                f"{_where(path)} is a dict (an object with free keys), which cannot be bounded; "
-                "use a nested Type"
-            )
+    def object(self, node: Mapping[str, Any], path: tuple[str, ...]) -> int:
         props: Mapping[str, Any] = node.get("properties") or {}
-        size = sum(_literal(k) + 1 + self.node(v, (*path, k), refs) for k, v in props.items())
-        return 2 + size + max(len(props) - 1, 0)
+        entries = [_literal(k) + 1 + self.node(v, (*path, k)) for k, v in props.items()]
+        count = len(entries)
+        if _free_keys(node):
+            if not _is_number(node.get("maxProperties")):
+                raise UnsupportedFeatureError(
+                    f"{_where(path)} is an object with free keys without maxProperties"
+                )
+            count = int(node["maxProperties"])
+            names = node.get("propertyNames")
+            key = self.typed("string", names if isinstance(names, dict) else {}, (*path, "<key>"))
+            values = [self.node(node.get("additionalProperties", False), (*path, "*"))]
+            for pattern, sub in (node.get("patternProperties") or {}).items():
+                width = pattern_width(pattern, (*path, "<key>"))
+                key = max(key, 2 + char_bytes(pattern) * width)
+                values.append(self.node(sub, (*path, "*")))
+            entries += [key + 1 + max(values)] * count
+            entries = sorted(entries, reverse=True)[:count]
+        return 2 + sum(entries) + max(count - 1, 0)
 
 
 _ANNOTATIONS = frozenset(
@@ -438,8 +457,3 @@ def _literal(value: Any) -> int:
 
 def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _where(path: Iterable[str]) -> str:
-    parts = [p for p in path if not p.startswith(("anyOf", "oneOf", "allOf"))]
-    return f"field {'.'.join(parts)!r}" if parts else "the output type"

@@ -1,0 +1,264 @@
+"""Coverage of real-world JSON Schemas through llmrun's bounded grammar path (issue 18).
+
+Over the JSONSchemaBench sample in ``shared/assets/schemabench`` (per dataset: schemas and
+the benchmark's valid instances), with a real tokenizer (pythia's by default) and a token
+budget (512), for each schema:
+
+* **refused**: llmrun refuses it before generation (``OutputSpec.for_schema``, the normalizer,
+  the bounds, the grammar compiler), counted by the keyword the error names;
+* else one seeded random walk of the constrained decoder (random logits, the best allowed
+  token each step: what a model with random weights writes) gives a text that is
+  **valid** (``OutputSpec.parse`` accepts it), **rejected** (``parse`` refuses it, naming the
+  keyword: llmrun never returns it) or **unclosed** (the budget ran out: must be 0);
+* **instances**: the share of the benchmark's valid instances the bounded grammar accepts
+  (the instance written compactly, its keys in the schema's order as the grammar writes them,
+  tokenized, and fed to the same constraint, string cap included); ``instances_whole_schema``
+  counts those of schemas whose every optional property fits the budget (none left out).
+
+    python benchmarks/bench_schemas.py                       # the whole sample, ~ a few minutes
+    python benchmarks/bench_schemas.py --datasets Glaiveai2K --limit 10
+    python benchmarks/bench_schemas.py --corpus DIR --tokenizer tokenizer.json --out results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch
+
+from llmrun.backends.local import grammar
+from llmrun.backends.local.schema_bounds import bound_schema
+from llmrun.errors import LLMRunError, OutputValidationError
+from llmrun.runner import OutputSpec
+
+HERE = Path(__file__).resolve().parent
+#: Published empirical coverage (JSONSchemaBench, Table 4): Guidance / llama.cpp / Outlines / XGrammar.
+PUBLISHED = {
+    "Glaiveai2K": (0.96, 0.95, 0.95, 0.93),
+    "Github_easy": (0.86, 0.75, 0.59, 0.79),
+    "Snowplow": (0.82, 0.74, 0.36, None),
+    "Github_medium": (0.69, 0.57, 0.29, 0.52),
+    "Kubernetes": (0.91, 0.76, 0.57, 0.07),
+    "Github_hard": (0.41, 0.39, 0.03, 0.28),
+    "JsonSchemaStore": (0.30, 0.38, 0.09, 0.33),
+}
+_KEYWORD = re.compile(
+    r"(max_new_tokens|\$ref|recursive|allOf|anyOf|oneOf|not|multipleOf|pattern|format|uniqueItems|contains|"
+    r"maxProperties|minProperties|minItems|maxItems|minLength|maxLength|required|enum|const|"
+    r"additionalProperties|dependentRequired|dependencies|if|then|else|type|grammar|Any|JSON Schema)"
+)
+
+
+def _default_corpus() -> Path | None:
+    for parent in HERE.parents:
+        candidate = parent / "shared" / "assets" / "schemabench"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def keyword(message: str) -> str:
+    """The first JSON-Schema keyword (or budget) an error message names, for the tally."""
+    found = re.findall(r"'([^']+)'|\b(\w+)\b", message)
+    words = {w for pair in found for w in pair if w}
+    for match in _KEYWORD.finditer(message):
+        if match.group(1) in words or match.group(1).startswith("$"):
+            return match.group(1)
+    return "other"
+
+
+def walk(
+    constraint: grammar.JsonSchemaConstraint, width: int, budget: int, seed: int
+) -> tuple[list[int], bool]:
+    """One seeded random walk: random logits, the best allowed token each step (random weights)."""
+    gen = torch.Generator().manual_seed(seed)
+    stop = set(_stop_ids(constraint))
+    tokens: list[int] = []
+    for _ in range(budget):
+        logits = torch.randn(1, width, generator=gen)  # [1, V]
+        constraint.mask_logits(logits)
+        token = int(logits.argmax(dim=-1))
+        if token in stop:
+            return tokens, True
+        constraint.advance(torch.tensor([token]))
+        tokens.append(token)
+        if constraint.finished()[0]:
+            return tokens, True
+    return tokens, False
+
+
+def _stop_ids(constraint: grammar.JsonSchemaConstraint) -> list[int]:
+    bits = constraint.compiled.tables.stop_bits
+    ids = []
+    for word, value in enumerate(bits.tolist()):
+        for bit in range(32):
+            if (value >> bit) & 1:
+                ids.append(word * 32 + bit)
+    return ids
+
+
+def accepts(tokenizer: Any, constraint: grammar.JsonSchemaConstraint, width: int, text: str) -> bool:
+    """Whether the bounded constraint lets the decoder write exactly ``text`` and then stop."""
+    for token in tokenizer.encode(text, add_special_tokens=False):
+        logits = torch.zeros(1, width)
+        constraint.mask_logits(logits)
+        if constraint.finished()[0] or not bool(torch.isfinite(logits[0, token])):
+            return False
+        constraint.advance(torch.tensor([token]))
+    return constraint.finished()[0] or _can_stop(constraint, width)
+
+
+def _can_stop(constraint: grammar.JsonSchemaConstraint, width: int) -> bool:
+    logits = torch.zeros(1, width)
+    constraint.mask_logits(logits)
+    return any(bool(torch.isfinite(logits[0, i])) for i in _stop_ids(constraint))
+
+
+def in_schema_order(value: Any, schema: Any) -> Any:
+    """``value`` with its object keys in the order the grammar of ``schema`` writes them."""
+    if isinstance(schema, dict) and "anyOf" in schema:
+        branches = [b for b in schema["anyOf"] if isinstance(b, dict)]
+        fitting = [
+            b for b in branches if isinstance(value, dict) and set(value) <= set(b.get("properties", {}))
+        ]
+        return in_schema_order(value, (fitting or branches or [{}])[0])
+    if isinstance(value, dict) and isinstance(schema, dict):
+        props = schema.get("properties") or {}
+        extra = schema.get("additionalProperties")
+        keys = [k for k in props if k in value] + [k for k in value if k not in props]
+        return {k: in_schema_order(value[k], props.get(k, extra)) for k in keys}
+    if isinstance(value, list) and isinstance(schema, dict):
+        prefix = schema.get("prefixItems") or []
+        return [
+            in_schema_order(v, prefix[i] if i < len(prefix) else schema.get("items"))
+            for i, v in enumerate(value)
+        ]
+    return value
+
+
+def run(
+    corpus: Path, tokenizer: Any, width: int, budget: int, datasets: list[str], limit: int | None
+) -> dict[str, Any]:
+    per: dict[str, Any] = {}
+    for name in datasets:
+        tally: collections.Counter[str] = collections.Counter()
+        refused: collections.Counter[str] = collections.Counter()
+        rejected: collections.Counter[str] = collections.Counter()
+        inst_ok = inst_all = whole_ok = whole_all = 0
+        why: dict[str, str] = {}  # file -> the error of each refused or rejected schema
+        files = sorted((corpus / "schemas" / name).glob("*.json"))[:limit]
+        started = time.perf_counter()
+        for i, path in enumerate(files):
+            schema = json.loads(path.read_text())
+            inst_path = corpus / "instances" / name / path.name
+            instances = json.loads(inst_path.read_text()) if inst_path.exists() else []
+            try:
+                spec = OutputSpec.for_schema(schema, name=path.stem)
+                constraint = grammar.json_constraint(
+                    tokenizer, spec.json_schema, 1, width, max_new_tokens=budget
+                )
+            except LLMRunError as exc:
+                tally["refused"] += 1
+                refused[keyword(str(exc))] += 1
+                why[path.name] = f"{type(exc).__name__}: {str(exc)[:300]}"
+                continue
+            tokens, closed = walk(constraint, width, budget, seed=i)
+            text = tokenizer.decode(tokens)
+            if not closed:
+                tally["unclosed"] += 1
+            else:
+                try:
+                    spec.parse(text)
+                    tally["valid"] += 1
+                except OutputValidationError as exc:
+                    tally["rejected"] += 1
+                    rejected[keyword(str(exc).split(" at ")[0])] += 1
+                    why[path.name] = f"{type(exc).__name__}: {str(exc)[:300]}"
+            bounded = json.loads(constraint.compiled.schema_json)
+            whole = not bound_schema(spec.json_schema, budget).dropped  # no optional property left out
+            for inst in instances:
+                inst_all += 1
+                whole_all += whole
+                again = grammar.json_constraint(tokenizer, spec.json_schema, 1, width, max_new_tokens=budget)
+                compact = json.dumps(
+                    in_schema_order(inst, bounded), separators=(",", ":"), ensure_ascii=False
+                )
+                ok = accepts(tokenizer, again, width, compact)
+                inst_ok += ok
+                whole_ok += ok and whole
+        n = len(files)
+        per[name] = {
+            "schemas": n,
+            **{k: tally[k] for k in ("valid", "refused", "rejected", "unclosed")},
+            "valid_share": round(tally["valid"] / n, 3) if n else None,
+            "refused_by": dict(refused.most_common()),
+            "rejected_by": dict(rejected.most_common()),
+            "instances": inst_all,
+            "instances_accepted": inst_ok,
+            "instances_share": round(inst_ok / inst_all, 3) if inst_all else None,
+            "instances_whole_schema": whole_all,
+            "instances_whole_schema_accepted": whole_ok,
+            "errors": why,
+            "published_best": max((v for v in PUBLISHED.get(name, ()) if v is not None), default=None),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        print(json.dumps({name: per[name]}), flush=True)
+    return per
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    corpus = _default_corpus()
+    parser.add_argument(
+        "--corpus", type=Path, default=corpus, help="schemabench folder (schemas/, instances/)"
+    )
+    parser.add_argument("--tokenizer", type=Path, default=None, help="tokenizer.json (default: pythia's)")
+    parser.add_argument("--width", type=int, default=50304, help="logits width (pythia-70m: 50304)")
+    parser.add_argument("--budget", type=int, default=512, help="max_new_tokens")
+    parser.add_argument("--datasets", nargs="*", default=None)
+    parser.add_argument("--limit", type=int, default=None, help="schemas per dataset")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "schemas.json")
+    args = parser.parse_args(argv)
+    if args.corpus is None or not args.corpus.is_dir():
+        print("no schemabench corpus found; pass --corpus DIR", file=sys.stderr)
+        return 2
+    from transformers import PreTrainedTokenizerFast
+
+    tok_file = args.tokenizer or args.corpus.parent / "tokenizers" / "pythia" / "tokenizer.json"
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tok_file))
+    for eos in ("<|endoftext|>", "</s>"):
+        if tokenizer.eos_token is None and eos in tokenizer.get_vocab():
+            tokenizer.eos_token = eos
+    width = max(args.width, len(tokenizer))
+    datasets = args.datasets or sorted(p.name for p in (args.corpus / "schemas").iterdir() if p.is_dir())
+    torch.set_num_threads(1)
+    started = time.perf_counter()
+    per = run(args.corpus, tokenizer, width, args.budget, datasets, args.limit)
+    total = {
+        k: sum(d[k] for d in per.values()) for k in ("schemas", "valid", "refused", "rejected", "unclosed")
+    }
+    total["instances"] = sum(d["instances"] for d in per.values())
+    for key in ("instances_accepted", "instances_whole_schema", "instances_whole_schema_accepted"):
+        total[key] = sum(d[key] for d in per.values())
+    result = {"budget": args.budget, "per_dataset": per, "total": total,
+              "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({"total": total, "seconds": result["seconds"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

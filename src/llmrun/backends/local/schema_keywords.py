@@ -1,0 +1,86 @@
+"""Readers of one JSON type's keywords, for the normalizer: strings, numbers, property-name patterns."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+from llmrun.backends.local.schema_formats import FORMAT_PATTERNS
+from llmrun.backends.local.schema_patterns import anchor_pattern
+from llmrun.json_schema import is_finite_number
+
+Atom = dict[str, Any]
+
+
+def string_atom(node: dict[str, Any]) -> Atom | None:
+    """A string atom of ``node``'s keywords (``format`` as a pattern); None when no string fits."""
+    atom: Atom = {"type": "string"}
+    for key in ("minLength", "maxLength"):
+        if is_finite_number(node.get(key)):
+            atom[key] = int(node[key])
+    pattern = node.get("pattern")
+    fmt = node.get("format")
+    if isinstance(pattern, str):
+        atom["pattern"] = anchor_pattern(pattern)
+    elif isinstance(fmt, str) and fmt in FORMAT_PATTERNS:
+        atom["pattern"] = f"^(?:{FORMAT_PATTERNS[fmt]})$"
+    if atom.get("minLength", 0) > atom.get("maxLength", math.inf):
+        return None
+    return atom
+
+
+def search(pattern: str, text: str) -> bool:
+    """Whether ``pattern`` matches somewhere in ``text`` (False for a pattern ``re`` cannot read)."""
+    try:
+        return re.search(pattern, text) is not None
+    except re.error:
+        return False
+
+
+def lower_bound(node: dict[str, Any]) -> tuple[float | None, bool]:
+    """The tightest lower bound of a number node and whether it is exclusive (draft 4 flags too)."""
+    lo, ex = node.get("minimum"), node.get("exclusiveMinimum")
+    if ex is True and is_finite_number(lo):  # draft 4: a flag on minimum
+        return lo, True
+    if is_finite_number(ex) and (not is_finite_number(lo) or ex >= lo):
+        return ex, True
+    return (lo, False) if is_finite_number(lo) else (None, False)
+
+
+def upper_bound(node: dict[str, Any]) -> tuple[float | None, bool]:
+    """The tightest upper bound of a number node and whether it is exclusive."""
+    hi, ex = node.get("maximum"), node.get("exclusiveMaximum")
+    if ex is True and is_finite_number(hi):
+        return hi, True
+    if is_finite_number(ex) and (not is_finite_number(hi) or ex <= hi):
+        return ex, True
+    return (hi, False) if is_finite_number(hi) else (None, False)
+
+
+def integer_bounds(atom: Atom) -> Atom | None:
+    """Integer bounds as inclusive integers; None when the range holds no integer."""
+    lo = hi = None
+    if "minimum" in atom:
+        lo = math.ceil(atom.pop("minimum"))
+    if "exclusiveMinimum" in atom:
+        x = math.floor(atom.pop("exclusiveMinimum")) + 1
+        lo = x if lo is None else max(lo, x)
+    if "maximum" in atom:
+        hi = math.floor(atom.pop("maximum"))
+    if "exclusiveMaximum" in atom:
+        x = math.ceil(atom.pop("exclusiveMaximum")) - 1
+        hi = x if hi is None else min(hi, x)
+    if lo is not None:
+        atom["minimum"] = lo
+    if hi is not None:
+        atom["maximum"] = hi
+    if lo is not None and hi is not None and lo > hi:
+        return None
+    return atom
+
+
+def clean_number(value: float) -> float | int:
+    """``value`` without float noise (``0.30000000000000004`` -> ``0.3``), an int when whole."""
+    rounded = round(value, 12)
+    return int(rounded) if rounded == int(rounded) else rounded

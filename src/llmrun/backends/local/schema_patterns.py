@@ -1,0 +1,195 @@
+r"""String patterns for the bounded grammar: anchoring, capping repeats, and their worst-case size.
+
+JSON Schema matches a ``pattern`` anywhere in the string; the grammar matches whole strings,
+so :func:`anchor_pattern` writes unanchored ends as ``.*``. :func:`bound_pattern` caps the
+unbounded repeats (``*``, ``+``, ``{n,}``) so the pattern matches at most a given number of
+characters, :func:`pattern_width` says how many characters it can match (``re``'s own
+parser is the oracle), and :func:`char_bytes` how many bytes one of its characters can take
+in JSON (1 for printable ASCII, 2 for ``"`` and ``\\``, 4 for anything else), so a pattern's
+string costs at most ``2 + char_bytes * width`` tokens.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from llmrun.errors import UnsupportedFeatureError
+
+__all__ = ["anchor_pattern", "bound_pattern", "cap_repeats", "char_bytes", "pattern_width", "where"]
+
+
+def anchor_pattern(pattern: str) -> str:
+    """``pattern`` (matched anywhere, as JSON Schema says) as a whole-string pattern for the grammar."""
+    if _top_level_alternation(pattern):
+        return pattern  # the grammar matches one alternative whole: a subset of what the pattern allows
+    starts = pattern.startswith("^")
+    ends = pattern.endswith("$") and not pattern.endswith("\\$")
+    body = pattern[1 if starts else 0 : len(pattern) - 1 if ends else None]
+    return "^" + ("" if starts else ".*") + body + ("" if ends else ".*") + "$"
+
+
+def _top_level_alternation(pattern: str) -> bool:
+    depth, i, in_class = 0, 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            return True
+        i += 1
+    return False
+
+
+_UNBOUNDED_REPEAT = re.compile(r"\{(\d+),\}")
+
+
+def bound_pattern(pattern: str, chars: int, path: tuple[str, ...]) -> str:
+    """Cap the unbounded repeats of ``pattern`` so it matches at most ``chars`` characters when possible."""
+
+    def capped(k: int) -> str:
+        return cap_repeats(pattern, k)
+
+    if pattern_width(capped(0), path) > chars:
+        return capped(0)
+    lo, hi = 0, max(chars, 1)  # invariant: capped(lo) fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if pattern_width(capped(mid), path) <= chars:
+            lo = mid
+        else:
+            hi = mid - 1
+    return capped(lo)
+
+
+def cap_repeats(pattern: str, k: int) -> str:
+    """Rewrite ``*``, ``+`` and ``{n,}`` outside character classes as repeats of at most ``max(k, n)``.
+
+    An optional ``?`` is written ``{0,1}`` (the same, and xgrammar reads it right after a group).
+    """
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    after_atom = False  # a quantifier here applies to an atom (not possessive/lazy after one)
+    while i < n:
+        c = pattern[i]
+        if c == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+            after_atom = True
+            continue
+        if c == "[":
+            j = i + 1
+            if j < n and pattern[j] == "^":
+                j += 1
+            if j < n and pattern[j] == "]":
+                j += 1
+            while j < n and pattern[j] != "]":
+                j += 2 if pattern[j] == "\\" else 1
+            out.append(pattern[i : j + 1])
+            i = j + 1
+            after_atom = True
+            continue
+        if c in "*+" and after_atom:
+            out.append(f"{{{0 if c == '*' else 1},{max(k, 1)}}}")
+            i += 1
+            after_atom = False
+            continue
+        if (
+            c == "?" and after_atom
+        ):  # xgrammar 0.2 mis-reads "(?:xy{1,3})?" (it accepts "y"); {0,1} is the same
+            out.append("{0,1}")
+            i += 1
+            after_atom = False
+            continue
+        m = _UNBOUNDED_REPEAT.match(pattern, i)
+        if m and after_atom:
+            low = int(m.group(1))
+            out.append(f"{{{low},{max(k, low)}}}")
+            i = m.end()
+            after_atom = False
+            continue
+        out.append(c)
+        i += 1
+        # after "(", "|", "^" or a "?" (a quantifier, or group syntax) nothing can be repeated
+        after_atom = c not in "(|^?"
+        if c == "{":  # a bounded repeat {n} / {n,m}: copy it whole
+            end = pattern.find("}", i)
+            if end != -1 and re.fullmatch(r"\d*,?\d*", pattern[i:end]):
+                out.append(pattern[i : end + 1])
+                i = end + 1
+                after_atom = False
+    return "".join(out)
+
+
+def pattern_width(pattern: str, path: tuple[str, ...]) -> int:
+    """The most characters ``pattern`` can match; raises when it is unbounded or invalid."""
+    # re._parser is private but present in 3.11+ (sre_parse before): the exact width oracle.
+    sre_parse: Any = importlib.import_module("re._parser")
+    try:
+        width = int(sre_parse.parse(pattern).getwidth()[1])
+    except (re.error, OverflowError) as exc:
+        raise UnsupportedFeatureError(f"{where(path)} has a pattern that cannot be parsed: {exc}") from exc
+    if width >= int(sre_parse.MAXREPEAT):
+        raise UnsupportedFeatureError(
+            f"{where(path)} has a pattern {pattern!r} whose length cannot be bounded; "
+            "write it with bounded repeats such as {1,20}"
+        )
+    return width
+
+
+def char_bytes(pattern: str) -> int:
+    """The most bytes one character matched by ``pattern`` can take in a JSON string (see above)."""
+    sre_parse: Any = importlib.import_module("re._parser")
+    try:
+        tree = sre_parse.parse(pattern)
+    except re.error:
+        return 4
+    return _max_bytes(tree.data if hasattr(tree, "data") else list(tree))
+
+
+def _max_bytes(items: Any) -> int:
+    names: Any = importlib.import_module("re._constants")
+    worst = 1
+    for op, arg in items:
+        if op is names.LITERAL:
+            worst = max(worst, _code_bytes(arg))
+        elif op is names.RANGE:
+            worst = max(worst, _code_bytes(arg[0]), _code_bytes(arg[1]))
+        elif op is names.IN:
+            worst = max(worst, _max_bytes(arg))
+        elif op in (names.SUBPATTERN,):
+            worst = max(worst, _max_bytes(arg[-1]))
+        elif op in (names.MAX_REPEAT, names.MIN_REPEAT, names.POSSESSIVE_REPEAT):
+            worst = max(worst, _max_bytes(arg[2]))
+        elif op is names.BRANCH:
+            worst = max([worst, *(_max_bytes(branch) for branch in arg[1])])
+        elif op is names.AT:
+            continue
+        else:  # ANY, NOT_LITERAL, CATEGORY, a negated class, lookarounds: anything may come
+            return 4
+    return worst
+
+
+def _code_bytes(code: int) -> int:
+    if code in (0x22, 0x5C):
+        return 2
+    if code < 0x20:
+        return 6
+    return 1 if code < 0x80 else 4
+
+
+def where(path: Iterable[str]) -> str:
+    """How an error names the field at ``path``."""
+    parts = [p for p in path if not p.startswith(("anyOf", "oneOf", "allOf"))]
+    return f"field {'.'.join(parts)!r}" if parts else "the output type"
