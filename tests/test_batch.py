@@ -160,8 +160,8 @@ def test_rows_the_model_cannot_answer_are_recorded_and_the_rest_answered(tmp_pat
     assert summary.errors == 1
     assert records[3]["error"].startswith("OutputValidationError: ")
     assert all(r["output"] == {"answer": "four", "confidence": 0.5} for i, r in enumerate(records) if i != 3)
-    # the failing chunk was retried row by row; the other chunk went through in one call
-    assert [len(r.prompts) for r in runner.requests] == [4, 1, 1, 1, 1, 2]
+    # the runner's BatchError kept the chunk's good rows: no row was asked twice
+    assert [len(r.prompts) for r in runner.requests] == [4, 2]
 
 
 def test_prompt_too_long_is_a_row_error_on_the_local_engine(tmp_path: Path, tiny_gpt_neox_dir: Path) -> None:

@@ -24,6 +24,7 @@ def _shell_lines() -> list[tuple[str, str]]:
     found = []
     for path in DOC_FILES:
         for block in re.findall(r"```bash\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S):
+            block = re.sub(r"\\\n\s*", " ", block)  # join continued lines
             for line in block.splitlines():
                 line = line.split(" #")[0].strip()
                 if line.startswith("llmrun "):

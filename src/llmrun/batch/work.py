@@ -14,7 +14,7 @@ from typing import Any
 
 from llmrun.batch.parts import Record
 from llmrun.batch.rows import BadRow, RowPrompt, import_type
-from llmrun.errors import GenerationError, InvalidInputError
+from llmrun.errors import BatchError, GenerationError, InvalidInputError
 from llmrun.runner import ModelRunner, RunResult
 from llmrun.schema import Type
 
@@ -91,9 +91,11 @@ class ChunkWorker:
     def process(self, rows: Sequence[tuple[int, RowPrompt | BadRow]]) -> list[Record]:
         """One record per row: the chunk's good rows go through the runner in one call.
 
-        When that call fails for a reason that belongs to rows (a prompt too long, an output
-        that does not fit the schema), the rows are asked one by one so each gets its own
-        answer or error; any other error (the backend is down) stops the job.
+        When some rows fail for a reason that belongs to them (a prompt too long, an output
+        that does not fit the schema), the runner's :class:`~llmrun.errors.BatchError` keeps
+        the others' answers; a call that fails as a whole for such a reason is asked again one
+        row at a time, so each gets its own answer or error. Any other error (the backend is
+        down) stops the job.
         """
         records: dict[int, Record] = {}
         good: list[tuple[int, RowPrompt]] = []
@@ -105,6 +107,16 @@ class ChunkWorker:
         if good:
             try:
                 results = self._run([p for _, p in good])
+            except BatchError as batch:  # the runner kept the good rows and named each failed one
+                if not all(isinstance(e, ROW_ERRORS) for e in batch.failures.values()):
+                    raise
+                for position, (index, _) in enumerate(good):
+                    error = batch.failures.get(position)
+                    records[index] = (
+                        _answered(index, batch.results[position])
+                        if error is None
+                        else _failed(index, f"{type(error).__name__}: {error}")
+                    )
             except ROW_ERRORS:
                 for index, prompt in good:
                     try:
