@@ -106,7 +106,7 @@ def test_input_keyword_positional_and_inputs_are_the_same_call() -> None:
 
 def test_2023_keywords_become_llmrun_settings() -> None:
     llm = fake_engine()
-    llm(Question(question="q"), Answer, max_tokens=7, stop_tokens=["\n"], enable_peft=True, streaming=False)
+    llm("q", max_tokens=7, stop_tokens=["\n"], enable_peft=True, streaming=False)
     request = fake_of(llm).last_request
     assert request is not None
     assert (request.config.max_new_tokens, request.config.stop) == (7, ("\n",))
@@ -118,6 +118,17 @@ def test_2023_keywords_become_llmrun_settings() -> None:
         llm(Question(question="q"), Answer, random="yes")
     with pytest.raises(InvalidInputError, match="not the input_type Answer"):
         llm(Question(question="q"), Answer, input_type=Answer)
+
+
+def test_stop_tokens_with_an_output_type_cut_each_value_as_2023_did() -> None:
+    # 2023 stopped the generated value, not the JSON around it (a ":" stop would cut '{"answer":')
+    response = '{"answer": "Running: daily\\nor not"}'
+    llm = LLMEngine(id="t", model_name="m", backend="fake", responses=[response])
+    out = llm(Question(question="q"), Answer, stop_tokens=["\n", ":"])
+    assert out.answer == "Running"
+    assert fake_of(llm).last_request.config.stop == ()  # type: ignore[union-attr]
+    with pytest.raises(InvalidInputError, match="stop_tokens must be"):
+        llm(Question(question="q"), Answer, stop_tokens=[""])
 
 
 def test_model_name_per_call_loads_that_model_once_on_the_same_backend() -> None:

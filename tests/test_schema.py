@@ -151,3 +151,19 @@ def test_pydantic_v1_names_and_assignment() -> None:
     assert AdAspects.schema()["title"] == "AdAspects"
     with pytest.raises(KeyError, match="no field 'nope'"):
         value["nope"]
+
+
+def test_a_nested_type_field_may_go_without_context_as_2023_allowed() -> None:
+    class Tone(Type):
+        tone: str = Context("the tone of the story")
+
+    class Descriptors(Type):
+        likes: list[str] = Context("things you like")
+        tone_desc: Tone
+
+    assert Descriptors(likes=["llamas"], tone_desc=Tone(tone="cheeky")).tone_desc.tone == "cheeky"
+    assert "tone_desc" in Descriptors.schema()["properties"]
+    with pytest.raises(SchemaError, match=r"Plain\.tone has no description"):
+
+        class Plain(Type):
+            tone: str

@@ -15,7 +15,6 @@ from llmrun.generation import GenerationConfig
 from llmrun.schema import Context, Type
 
 if TYPE_CHECKING:
-    from llmrun.fallback import FallbackRunner
     from llmrun.compat import (
         LLM,
         AutocompleteRunner,
@@ -42,6 +41,7 @@ if TYPE_CHECKING:
         run_prompt_engineer_questions,
         setup_config,
     )
+    from llmrun.fallback import FallbackRunner
     from llmrun.registry import available_backends, load, register_backend
     from llmrun.runner import Capabilities, Completion, CompletionRequest, ModelRunner, RunResult, Usage
     from llmrun.training import EvalResult, TrainOptions, TrainResult

@@ -61,7 +61,9 @@ def Context(description: str = "", **constraints: Any) -> Any:  # noqa: N802 - t
     An empty description (``Context("")``, as 2023 code often wrote) is allowed;
     it costs the model its only hint: the prompt then shows the bare field name
     (``answer: ...``) and the output description says nothing about what the
-    field should hold, so say what it holds whenever you can.
+    field should hold, so say what it holds whenever you can. A field whose type
+    is a nested Type may have no ``Context`` at all (2023 allowed it): its own
+    fields' descriptions stand for it.
     """
     if not isinstance(description, str):
         raise SchemaError(
@@ -119,7 +121,7 @@ class Type(BaseModel):
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
         for name, info in cls.model_fields.items():
-            if info.description is None:
+            if info.description is None and not _is_type(info.annotation):
                 raise SchemaError(
                     f"{cls.__name__}.{name} has no description; every field of a Type needs one: "
                     f'declare it as `{name}: {_type_name(info.annotation)} = Context("what {name} holds")`'
@@ -165,6 +167,11 @@ def _unsupported(annotation: Any, in_list: bool = False) -> str | None:
             return "a list needs an item type, e.g. list[str]"
         return _unsupported(args[0], in_list=True)
     return "not a supported field type"
+
+
+def _is_type(annotation: Any) -> bool:
+    """Whether ``annotation`` is a nested :class:`Type` (its own fields describe it)."""
+    return isinstance(annotation, type) and issubclass(annotation, Type)
 
 
 def _type_name(annotation: Any) -> str:

@@ -14,7 +14,7 @@ from pydantic import create_model
 
 from llmrun.compat.facade import RANDOM_TEMPERATURE, pick_input, samples, translate_options
 from llmrun.compat.jobs import InferenceJobs
-from llmrun.compat.prompts import check_2023_template, fill_2023_template
+from llmrun.compat.prompts import BasePrompt, check_2023_template, fill_2023_template
 from llmrun.compat.tuning import TunableFacade
 from llmrun.errors import InvalidInputError, UnsupportedFeatureError
 from llmrun.runner import Prompt
@@ -124,6 +124,7 @@ class LLMEngine(TunableFacade):
         config: Mapping[str, Any] | None = None,
         prompt_template: str | None = None,
         *,
+        prompt: BasePrompt | None = None,
         backend: str | None = None,
         **options: Any,
     ) -> None:
@@ -132,6 +133,16 @@ class LLMEngine(TunableFacade):
         if isinstance(config, str) and (prompt_template is None or isinstance(prompt_template, Mapping)):
             # v1.0.3: (id, model_name, prompt_template, api_key, config); the docs: (id, model_name, config)
             config, prompt_template = prompt_template, config
+        if prompt is not None:  # mid-2023: LLMEngine(prompt=BlankPrompt()) or a BasePrompt subclass
+            if not isinstance(prompt, BasePrompt):
+                raise InvalidInputError(
+                    f"prompt must be a BasePrompt instance (e.g. BlankPrompt() from llmrun.compat.prompts), "
+                    f"got {type(prompt).__name__}"
+                )
+            if prompt_template is not None:
+                raise InvalidInputError("pass prompt=... or prompt_template=..., not both")
+            prompt_template = prompt.prompt_template
+        self.prompt = prompt
         self.id = id
         self.prompt_template = None if prompt_template is None else check_2023_template(prompt_template)
         super().__init__(model_name, backend=backend, config=config, **options)
