@@ -89,3 +89,25 @@ class BlankPrompt(BasePrompt):
     prompt_template = "{input:input}"
     input = BlankInput
     output = BlankOutput
+
+
+class LlamaV2Input(Type):
+    """2023's ``llama.prompts.llama_v2_prompt.LlamaV2Input``."""
+
+    system: str = Context(" ")
+    user: str = Context(" ")
+    cue: str | None = Context(" ", default=None)
+
+
+class LlamaV2Output(Type):
+    """2023's ``LlamaV2Output``."""
+
+    output: str = Context(" ")
+
+
+class LlamaV2Prompt(BasePrompt):
+    """2023's ``LlamaV2Prompt``: Llama 2's chat format (the ``<s>`` BOS is left to the tokenizer)."""
+
+    prompt_template = LLAMA_V2_TEMPLATE
+    input = LlamaV2Input
+    output = LlamaV2Output
