@@ -131,6 +131,20 @@ def test_stop_tokens_with_an_output_type_cut_each_value_as_2023_did() -> None:
         llm(Question(question="q"), Answer, stop_tokens=[""])
 
 
+class ScoredAnswer(Type):
+    answer: str = Context("the answer")
+    score: float = Context("score for the answer")
+
+
+def test_score_names_the_output_field_holding_the_models_score() -> None:
+    llm = LLMEngine(id="t", model_name="m", backend="fake", responses=['{"answer": "a", "score": 0.5}'])
+    assert llm(Question(question="q"), ScoredAnswer, score="score").score == 0.5
+    with pytest.raises(InvalidInputError, match=r"score='answer' must name a number field of .*ScoredAnswer"):
+        llm(Question(question="q"), ScoredAnswer, score="answer")
+    with pytest.raises(InvalidInputError, match=r"score='score' must name a number field of the output type"):
+        llm(Question(question="q"), score="score")
+
+
 def test_model_name_per_call_loads_that_model_once_on_the_same_backend() -> None:
     llm = fake_engine()
     llm(Question(question="q"), Answer, model_name="other")

@@ -125,6 +125,7 @@ ANY_JSON_ITEMS = pytest.mark.xfail(
         "lamini_test_error.py",  # on Lamini: test_an_unknown_model_is_llama_error_model_name_error_on_lamini
         "llmengine_sampling_and_cancel.py",
         pytest.param("examples_extract_html.py", marks=ANY_JSON_ITEMS),
+        pytest.param("advanced_page.py", marks=ANY_JSON_ITEMS),
     ],
 )
 def test_program_runs_locally(name: str, local_env: None, capsys: pytest.CaptureFixture[str]) -> None:
@@ -165,6 +166,8 @@ def test_what_lamini_cannot_do_fails_early_naming_the_alternative(lamini_env: Fa
         run_program("llmengine_sampling_and_cancel.py")
     with pytest.raises(UnsupportedFeatureError, match=r"Extracted.links is a list.*local backend"):
         run_program("examples_extract_html.py")
+    with pytest.raises(UnsupportedFeatureError, match=r"random=True.*'lamini'.*backend='local'"):
+        run_program("advanced_page.py")
     assert not lamini_env.requests_to("/v1/completions")
 
 

@@ -22,7 +22,8 @@ import types
 import typing
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PydanticUserError, ValidationError
+from pydantic._internal._model_construction import ModelMetaclass
 
 from llmrun.errors import OutputValidationError, SchemaError
 
@@ -79,7 +80,23 @@ def Context(description: str = "", **constraints: Any) -> Any:  # noqa: N802 - t
     return Field(description=description, **constraints)
 
 
-class Type(BaseModel):
+class _TypeMeta(ModelMetaclass):
+    """Turns pydantic's refusal of a v1 ``__root__`` field into a :class:`SchemaError`."""
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any) -> type:
+        try:
+            return super().__new__(mcs, name, bases, namespace, **kwargs)
+        except PydanticUserError as e:
+            if "__root__" not in str(e):
+                raise
+            raise SchemaError(
+                f"{name} has a `__root__` field (pydantic v1's custom root type, which 2023 allowed); "
+                f"llmrun's Type is pydantic v2 and has named fields only: use the value's type directly "
+                f'where {name} was used (e.g. `keywords: dict[str, X] = Context("...")`)'
+            ) from None
+
+
+class Type(BaseModel, metaclass=_TypeMeta):
     """Base class of typed inputs and outputs. Every field needs a ``Context``.
 
     Field types: ``str``, ``int``, ``float``, ``bool``, ``Literal``, ``Enum``,

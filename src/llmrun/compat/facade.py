@@ -161,6 +161,9 @@ class Facade(ModelRunner):
 
     def generate(self, prompt: Any, output_type: Any = None, **options: Any) -> Any:
         """llmrun's ``generate``, also taking the 2023 keywords (see :func:`translate_options`)."""
+        score = options.pop("score", None)
+        if score is not None:
+            _check_score(score, output_type)
         value_stops = None
         if output_type is not None and options.get("stop_tokens") is not None:
             # 2023 stopped each generated value at a stop token, not the JSON around it
@@ -201,6 +204,23 @@ def _check_service_model(model_name: str | None, backend_name: str) -> None:
             f"model_name={model_name!r} was an OpenAI model served through Lamini's 2023 service; the "
             f"'local' backend runs Hugging Face checkpoints only. Use backend='openai' with "
             f"model_name={openai_name!r}, or a Hugging Face model id such as 'meta-llama/Llama-2-7b-chat-hf'"
+        )
+
+
+def _check_score(score: Any, output_type: Any) -> None:
+    """2023's ``score="field"``: the output field where the model writes its score for the output.
+
+    The field is generated like the others, so there is nothing more to do than check it is one.
+    """
+    fields = (
+        output_type.model_fields if isinstance(output_type, type) and issubclass(output_type, Type) else {}
+    )
+    info = fields.get(score) if isinstance(score, str) else None
+    if info is None or info.annotation not in (float, int):
+        name = getattr(output_type, "__name__", repr(output_type))
+        raise InvalidInputError(
+            f"score={score!r} must name a number field of the output type {name} (2023's score= is the "
+            f'field the model writes its score in), e.g. score: float = Context("score for the output")'
         )
 
 
