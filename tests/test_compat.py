@@ -246,6 +246,13 @@ def test_runners_load_their_own_data_formats(tmp_path: Path) -> None:
     io.load_data_from_jsonlines(tmp_path / "io.jsonl")
     io.load_data_from_paired_dicts([{"input": {"question": "q"}, "output": {"answer": "a"}}])
     assert len(io.examples) == 2
+    pd = pytest.importorskip("pandas")
+    io.load_data_from_paired_dataframes(pd.DataFrame([{"question": "q"}]), pd.DataFrame([{"answer": "a"}]))
+    assert len(io.examples) == 3
+    with pytest.raises(DataError, match="have 2 and 1 rows"):
+        io.load_data_from_paired_dataframes(
+            pd.DataFrame([{"question": "q"}] * 2), pd.DataFrame([{"answer": "a"}])
+        )
     with pytest.raises(DataError, match=r"expected \[Question, Answer\]"):
         io.load_data([[Answer(answer="x"), Question(question="y")]])
     with pytest.raises(InvalidInputError, match="input must be a Question"):

@@ -7,6 +7,7 @@ its own results; these tests run them and check what they leave behind.
 
 from __future__ import annotations
 
+import os
 import runpy
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ REAL_IDS = {
     "EleutherAI/pythia-70m": "gpt_neox",
     "EleutherAI/pythia-410m": "gpt_neox",
     "EleutherAI/pythia-410m-deduped": "gpt_neox",
+    "EleutherAI/pythia-410m-v0": "gpt_neox",
     "EleutherAI/pythia-2.8b-deduped": "gpt_neox",
     "meta-llama/Llama-2-7b-hf": "llama",
     "meta-llama/Llama-2-7b-chat-hf": "llama",
@@ -60,11 +62,13 @@ BOTH = [
     "python_library_page.py",
     "error_handling_page.py",
     "auth_page.py",
+    "io_runner_loaders.py",
+    "issue28_runner_keywords.py",
 ]
 
 
 #: Programs that tune with enable_peft=True: LoRA locally; on Lamini a clear error (see the test below).
-PEFT = ["qa_model_peft.py", "qa_model_colab.py"]
+PEFT = ["qa_model_peft.py", "qa_model_colab.py", "issue26_qa_peft.py"]
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +101,11 @@ def lamini_env(fake_lamini_env: FakeLaminiServer, monkeypatch: pytest.MonkeyPatc
 
 
 def run_program(name: str) -> dict[str, Any]:
-    return runpy.run_path(str(PROGRAMS / name), run_name="__main__")
+    cwd = os.getcwd()  # a program may chdir to a scratch folder for its files
+    try:
+        return runpy.run_path(str(PROGRAMS / name), run_name="__main__")
+    finally:
+        os.chdir(cwd)
 
 
 def test_every_program_changes_only_the_import() -> None:
