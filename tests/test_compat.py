@@ -460,6 +460,10 @@ def test_mid_2023_fit_and_metrics_and_clear_errors_for_what_is_gone() -> None:
     with pytest.raises(UnsupportedFeatureError, match=r"LLMEngine.function \(2023\).*plain Python function"):
         _ = llm.function
     assert not hasattr(llm, "train_async")
+    with pytest.raises(UnsupportedFeatureError, match=r"LLMEngine.submit_job \(2023\).*submit_inference_job"):
+        llm.submit_job(input=Question(question="q"), output_type=Answer, rlhf=True)  # lamini's 2023 test_rlhf
+    with pytest.raises(UnsupportedFeatureError, match=r"LLMEngine.parallel \(2023\).*list of inputs"):
+        _ = llm.parallel  # lamini's 2023 test_parallel: @llm.parallel
 
 
 def test_runner_arguments_in_2023_positional_order() -> None:

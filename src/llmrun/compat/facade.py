@@ -36,6 +36,9 @@ UNSUPPORTED_2023: dict[str, str] = {
     "upload_data": "load the pairs with load_data(...) (there is no separate upload step)",
     "get_jobs": "check_job_status(job_id) for one job; train() returns the training run's result",
     "cancel_all_jobs": "cancel_job(job_id) for each inference job; a training run stops with Ctrl-C",
+    "parallel": "2023's program graph is gone; pass a list of inputs: llm([a, b], output_type=...)",
+    "submit_job": "use submit_inference_job(input, output_type); its rlhf=, generate_finetuning_data= and "
+    "replace_with_finetune_model= were features of Lamini's 2023 service with no equivalent",
 }
 #: 2023 model names of OpenAI models that Lamini's service routed to OpenAI, and OpenAI's name for each.
 OPENAI_MODELS_2023: dict[str, str] = {
