@@ -494,3 +494,17 @@ def test_a_prompt_template_shapes_training_prompts_as_it_shapes_calls() -> None:
     llm(Question(question="why?"), Answer)
     sent = fake_of(llm).last_request.prompts[0]  # type: ignore[union-attr]
     assert llm.examples[0].prompt == sent
+
+
+def test_a_2023_pickled_classifier_file_is_a_clear_data_error(tmp_path: Path) -> None:
+    import pickle
+
+    from llmrun import LaminiClassifier
+
+    saved = tmp_path / "my_model.lamini"  # 2023's LaminiClassifier.save wrote a pickle
+    saved.write_bytes(pickle.dumps({"logistic_regression": None}))
+    with pytest.raises(DataError, match=r"my_model.lamini: .*pickle, which llmrun never loads.*save\(\)"):
+        LaminiClassifier.load(saved, backend="fake")
+    (tmp_path / "other.json").write_text('{"a": 1}')
+    with pytest.raises(DataError, match=r"other.json: not a classifier saved by llmrun"):
+        LaminiClassifier.load(tmp_path / "other.json", backend="fake")
