@@ -172,6 +172,10 @@ def test_dict_engine_takes_and_returns_dicts() -> None:
     assert len(llm(input=[{"question": "a"}, {"question": "b"}], output_type={"answer": "str"})) == 2
     with pytest.raises(InvalidInputError, match="output_type must be a non-empty dict"):
         llm(input={"question": "hi"}, output_type=Answer)
+    with pytest.raises(InvalidInputError, match=r"field 'ok#maybe': unknown type 'maybe'; use one of bool"):
+        llm(input={"question": "hi"}, output_type={"ok#maybe": "whether it is ok"})
+    with pytest.raises(InvalidInputError, match="save_data takes Type values"):
+        llm.save_data([{}])  # an empty dict is neither a value nor a pair
 
 
 def test_prompt_template_fills_input_fields() -> None:

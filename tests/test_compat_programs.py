@@ -66,6 +66,7 @@ BOTH = [
     "issue28_runner_keywords.py",
     "docs_to_qa_early.py",
     "lesson5_copy_llama_chat.py",
+    "lamini_dict_engine.py",
 ]
 
 
