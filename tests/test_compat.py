@@ -403,6 +403,12 @@ def test_credentials_as_2023_read_them(no_lamini_key: Path, monkeypatch: pytest.
     assert (creds.key.reveal(), creds.url) == ("from-env", "http://env.example")
     creds = resolve_credentials(config={"production": {"key": "from-config"}})
     assert creds.key.reveal() == "from-config"
+    monkeypatch.setenv("LLAMA_ENVIRONMENT", "STAGING")  # a 2023 program's os.environ["LLAMA_ENVIRONMENT"]
+    creds = resolve_credentials(config={"staging": {"key": "from-staging"}, "production": {"key": "p"}})
+    assert creds.key.reveal() == "from-staging"
+    monkeypatch.setenv("LLAMA_ENVIRONMENT", "MOON")
+    with pytest.raises(ConfigurationError, match=r"LLAMA_ENVIRONMENT='moon' is not one of PRODUCTION"):
+        resolve_credentials(config={"production": {"key": "k"}})
 
 
 def test_setup_config_is_the_default_config(
