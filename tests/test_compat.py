@@ -106,7 +106,7 @@ def test_input_keyword_positional_and_inputs_are_the_same_call() -> None:
 
 def test_2023_keywords_become_llmrun_settings() -> None:
     llm = fake_engine()
-    llm(Question(question="q"), Answer, max_tokens=7, stop_tokens=["\n"], enable_peft=True, streaming=False)
+    llm("q", max_tokens=7, stop_tokens=["\n"], enable_peft=True, streaming=False)
     request = fake_of(llm).last_request
     assert request is not None
     assert (request.config.max_new_tokens, request.config.stop) == (7, ("\n",))
@@ -118,6 +118,31 @@ def test_2023_keywords_become_llmrun_settings() -> None:
         llm(Question(question="q"), Answer, random="yes")
     with pytest.raises(InvalidInputError, match="not the input_type Answer"):
         llm(Question(question="q"), Answer, input_type=Answer)
+
+
+def test_stop_tokens_with_an_output_type_cut_each_value_as_2023_did() -> None:
+    # 2023 stopped the generated value, not the JSON around it (a ":" stop would cut '{"answer":')
+    response = '{"answer": "Running: daily\\nor not"}'
+    llm = LLMEngine(id="t", model_name="m", backend="fake", responses=[response])
+    out = llm(Question(question="q"), Answer, stop_tokens=["\n", ":"])
+    assert out.answer == "Running"
+    assert fake_of(llm).last_request.config.stop == ()  # type: ignore[union-attr]
+    with pytest.raises(InvalidInputError, match="stop_tokens must be"):
+        llm(Question(question="q"), Answer, stop_tokens=[""])
+
+
+class ScoredAnswer(Type):
+    answer: str = Context("the answer")
+    score: float = Context("score for the answer")
+
+
+def test_score_names_the_output_field_holding_the_models_score() -> None:
+    llm = LLMEngine(id="t", model_name="m", backend="fake", responses=['{"answer": "a", "score": 0.5}'])
+    assert llm(Question(question="q"), ScoredAnswer, score="score").score == 0.5
+    with pytest.raises(InvalidInputError, match=r"score='answer' must name a number field of .*ScoredAnswer"):
+        llm(Question(question="q"), ScoredAnswer, score="answer")
+    with pytest.raises(InvalidInputError, match=r"score='score' must name a number field of the output type"):
+        llm(Question(question="q"), score="score")
 
 
 def test_model_name_per_call_loads_that_model_once_on_the_same_backend() -> None:
@@ -147,6 +172,10 @@ def test_dict_engine_takes_and_returns_dicts() -> None:
     assert len(llm(input=[{"question": "a"}, {"question": "b"}], output_type={"answer": "str"})) == 2
     with pytest.raises(InvalidInputError, match="output_type must be a non-empty dict"):
         llm(input={"question": "hi"}, output_type=Answer)
+    with pytest.raises(InvalidInputError, match=r"field 'ok#maybe': unknown type 'maybe'; use one of bool"):
+        llm(input={"question": "hi"}, output_type={"ok#maybe": "whether it is ok"})
+    with pytest.raises(InvalidInputError, match="save_data takes Type values"):
+        llm.save_data([{}])  # an empty dict is neither a value nor a pair
 
 
 def test_prompt_template_fills_input_fields() -> None:
@@ -221,6 +250,13 @@ def test_runners_load_their_own_data_formats(tmp_path: Path) -> None:
     io.load_data_from_jsonlines(tmp_path / "io.jsonl")
     io.load_data_from_paired_dicts([{"input": {"question": "q"}, "output": {"answer": "a"}}])
     assert len(io.examples) == 2
+    pd = pytest.importorskip("pandas")
+    io.load_data_from_paired_dataframes(pd.DataFrame([{"question": "q"}]), pd.DataFrame([{"answer": "a"}]))
+    assert len(io.examples) == 3
+    with pytest.raises(DataError, match="have 2 and 1 rows"):
+        io.load_data_from_paired_dataframes(
+            pd.DataFrame([{"question": "q"}] * 2), pd.DataFrame([{"answer": "a"}])
+        )
     with pytest.raises(DataError, match=r"expected \[Question, Answer\]"):
         io.load_data([[Answer(answer="x"), Question(question="y")]])
     with pytest.raises(InvalidInputError, match="input must be a Question"):
@@ -367,6 +403,12 @@ def test_credentials_as_2023_read_them(no_lamini_key: Path, monkeypatch: pytest.
     assert (creds.key.reveal(), creds.url) == ("from-env", "http://env.example")
     creds = resolve_credentials(config={"production": {"key": "from-config"}})
     assert creds.key.reveal() == "from-config"
+    monkeypatch.setenv("LLAMA_ENVIRONMENT", "STAGING")  # a 2023 program's os.environ["LLAMA_ENVIRONMENT"]
+    creds = resolve_credentials(config={"staging": {"key": "from-staging"}, "production": {"key": "p"}})
+    assert creds.key.reveal() == "from-staging"
+    monkeypatch.setenv("LLAMA_ENVIRONMENT", "MOON")
+    with pytest.raises(ConfigurationError, match=r"LLAMA_ENVIRONMENT='moon' is not one of PRODUCTION"):
+        resolve_credentials(config={"production": {"key": "k"}})
 
 
 def test_setup_config_is_the_default_config(
@@ -428,6 +470,10 @@ def test_mid_2023_fit_and_metrics_and_clear_errors_for_what_is_gone() -> None:
     with pytest.raises(UnsupportedFeatureError, match=r"LLMEngine.function \(2023\).*plain Python function"):
         _ = llm.function
     assert not hasattr(llm, "train_async")
+    with pytest.raises(UnsupportedFeatureError, match=r"LLMEngine.submit_job \(2023\).*submit_inference_job"):
+        llm.submit_job(input=Question(question="q"), output_type=Answer, rlhf=True)  # lamini's 2023 test_rlhf
+    with pytest.raises(UnsupportedFeatureError, match=r"LLMEngine.parallel \(2023\).*list of inputs"):
+        _ = llm.parallel  # lamini's 2023 test_parallel: @llm.parallel
 
 
 def test_runner_arguments_in_2023_positional_order() -> None:
@@ -458,3 +504,17 @@ def test_a_prompt_template_shapes_training_prompts_as_it_shapes_calls() -> None:
     llm(Question(question="why?"), Answer)
     sent = fake_of(llm).last_request.prompts[0]  # type: ignore[union-attr]
     assert llm.examples[0].prompt == sent
+
+
+def test_a_2023_pickled_classifier_file_is_a_clear_data_error(tmp_path: Path) -> None:
+    import pickle
+
+    from llmrun import LaminiClassifier
+
+    saved = tmp_path / "my_model.lamini"  # 2023's LaminiClassifier.save wrote a pickle
+    saved.write_bytes(pickle.dumps({"logistic_regression": None}))
+    with pytest.raises(DataError, match=r"my_model.lamini: .*pickle, which llmrun never loads.*save\(\)"):
+        LaminiClassifier.load(saved, backend="fake")
+    (tmp_path / "other.json").write_text('{"a": 1}')
+    with pytest.raises(DataError, match=r"other.json: not a classifier saved by llmrun"):
+        LaminiClassifier.load(tmp_path / "other.json", backend="fake")

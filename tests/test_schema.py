@@ -151,3 +151,28 @@ def test_pydantic_v1_names_and_assignment() -> None:
     assert AdAspects.schema()["title"] == "AdAspects"
     with pytest.raises(KeyError, match="no field 'nope'"):
         value["nope"]
+
+
+class Tone(Type):
+    tone: str = Context("the tone of the story")
+
+
+class Descriptors(Type):
+    likes: list[str] = Context("things you like")
+    tone_desc: Tone
+
+
+def test_a_nested_type_field_may_go_without_context_as_2023_allowed() -> None:
+    assert Descriptors(likes=["llamas"], tone_desc=Tone(tone="cheeky")).tone_desc.tone == "cheeky"
+    assert "tone_desc" in Descriptors.schema()["properties"]
+    with pytest.raises(SchemaError, match=r"Plain\.tone has no description"):
+
+        class Plain(Type):
+            tone: str
+
+
+def test_a_pydantic_v1_root_type_is_a_schema_error_saying_what_to_write() -> None:
+    with pytest.raises(SchemaError, match=r"KeywordData has a `__root__` field.*dict\[str, X\]"):
+
+        class KeywordData(Type):
+            __root__: dict[str, int]

@@ -22,7 +22,8 @@ import types
 import typing
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PydanticUserError, ValidationError
+from pydantic._internal._model_construction import ModelMetaclass
 from pydantic_core import SchemaError as CoreSchemaError
 from pydantic_core import SchemaValidator, core_schema
 
@@ -63,7 +64,9 @@ def Context(description: str = "", **constraints: Any) -> Any:  # noqa: N802 - t
     An empty description (``Context("")``, as 2023 code often wrote) is allowed;
     it costs the model its only hint: the prompt then shows the bare field name
     (``answer: ...``) and the output description says nothing about what the
-    field should hold, so say what it holds whenever you can.
+    field should hold, so say what it holds whenever you can. A field whose type
+    is a nested Type may have no ``Context`` at all (2023 allowed it): its own
+    fields' descriptions stand for it.
     """
     if not isinstance(description, str):
         raise SchemaError(
@@ -96,7 +99,23 @@ def _check_pattern(pattern: object) -> None:
         ) from None
 
 
-class Type(BaseModel):
+class _TypeMeta(ModelMetaclass):
+    """Turns pydantic's refusal of a v1 ``__root__`` field into a :class:`SchemaError`."""
+
+    def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any) -> type:
+        try:
+            return super().__new__(mcs, name, bases, namespace, **kwargs)
+        except PydanticUserError as e:
+            if "__root__" not in str(e):
+                raise
+            raise SchemaError(
+                f"{name} has a `__root__` field (pydantic v1's custom root type, which 2023 allowed); "
+                f"llmrun's Type is pydantic v2 and has named fields only: use the value's type directly "
+                f'where {name} was used (e.g. `keywords: dict[str, X] = Context("...")`)'
+            ) from None
+
+
+class Type(BaseModel, metaclass=_TypeMeta):
     """Base class of typed inputs and outputs. Every field needs a ``Context``.
 
     Field types: ``str``, ``int``, ``float``, ``bool``, ``Literal``, ``Enum``,
@@ -138,7 +157,7 @@ class Type(BaseModel):
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
         super().__pydantic_init_subclass__(**kwargs)
         for name, info in cls.model_fields.items():
-            if info.description is None:
+            if info.description is None and not _is_type(info.annotation):
                 raise SchemaError(
                     f"{cls.__name__}.{name} has no description; every field of a Type needs one: "
                     f'declare it as `{name}: {_type_name(info.annotation)} = Context("what {name} holds")`'
@@ -218,6 +237,11 @@ def _unsupported(annotation: Any, in_list: bool = False) -> str | None:
             return "a list needs an item type, e.g. list[str]"
         return _unsupported(args[0], in_list=True)
     return "not a supported field type"
+
+
+def _is_type(annotation: Any) -> bool:
+    """Whether ``annotation`` is a nested :class:`Type` (its own fields describe it)."""
+    return isinstance(annotation, type) and issubclass(annotation, Type)
 
 
 def _type_name(annotation: Any) -> str:

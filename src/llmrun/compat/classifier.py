@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from llmrun.compat.embeddings import embed_texts, require_faiss
-from llmrun.errors import InvalidInputError, UnsupportedFeatureError
+from llmrun.errors import DataError, InvalidInputError, UnsupportedFeatureError
 from llmrun.schema import Context, Type
 
 #: Softmax temperature of the neighbour vote (cosine similarities are in [-1, 1]).
@@ -236,7 +236,17 @@ class LaminiClassifier:
     @classmethod
     def loads(cls, data: str, **options: Any) -> LaminiClassifier:
         """A classifier from :meth:`dumps`, embedded again (``options`` as in the constructor)."""
-        raw = json.loads(data)
+        try:
+            raw = json.loads(data)
+        except ValueError:
+            raw = None
+        if not isinstance(raw, dict) or not isinstance(raw.get("classes"), list):
+            raise DataError(
+                "not a classifier saved by llmrun (JSON with its classes and examples). A 2023 "
+                "LaminiClassifier file is a pickle, which llmrun never loads (unpickling runs code): "
+                "train the classifier again (prompt_train / add_data_to_class) and save() it",
+                source="classifier",
+            )
         clf = cls(
             model_name=raw.get("model_name"), k=raw.get("k", 5), **{**raw.get("options", {}), **options}
         )
@@ -257,7 +267,16 @@ class LaminiClassifier:
     @classmethod
     def load(cls, filename: str | Path, **options: Any) -> LaminiClassifier:
         """Read a file written by :meth:`save`."""
-        return cls.loads(Path(filename).read_text(encoding="utf-8"), **options)
+        try:
+            text = Path(filename).read_text(encoding="utf-8")
+        except UnicodeDecodeError:  # binary: 2023's pickle
+            text = ""
+        except OSError as e:
+            raise DataError(f"{filename}: cannot read the classifier ({e})", source=str(filename)) from e
+        try:
+            return cls.loads(text, **options)
+        except DataError as e:
+            raise DataError(f"{filename}: {e.args[0]}", source=str(filename)) from None
 
 
 class BinaryLaminiClassifier:

@@ -14,7 +14,7 @@ from pydantic import create_model
 
 from llmrun.compat.facade import RANDOM_TEMPERATURE, pick_input, samples, translate_options
 from llmrun.compat.jobs import InferenceJobs
-from llmrun.compat.prompts import check_2023_template, fill_2023_template
+from llmrun.compat.prompts import BasePrompt, check_2023_template, fill_2023_template
 from llmrun.compat.tuning import TunableFacade
 from llmrun.errors import InvalidInputError, UnsupportedFeatureError
 from llmrun.runner import Prompt
@@ -124,6 +124,7 @@ class LLMEngine(TunableFacade):
         config: Mapping[str, Any] | None = None,
         prompt_template: str | None = None,
         *,
+        prompt: BasePrompt | None = None,
         backend: str | None = None,
         **options: Any,
     ) -> None:
@@ -132,6 +133,16 @@ class LLMEngine(TunableFacade):
         if isinstance(config, str) and (prompt_template is None or isinstance(prompt_template, Mapping)):
             # v1.0.3: (id, model_name, prompt_template, api_key, config); the docs: (id, model_name, config)
             config, prompt_template = prompt_template, config
+        if prompt is not None:  # mid-2023: LLMEngine(prompt=BlankPrompt()) or a BasePrompt subclass
+            if not isinstance(prompt, BasePrompt):
+                raise InvalidInputError(
+                    f"prompt must be a BasePrompt instance (e.g. BlankPrompt() from llmrun.compat.prompts), "
+                    f"got {type(prompt).__name__}"
+                )
+            if prompt_template is not None:
+                raise InvalidInputError("pass prompt=... or prompt_template=..., not both")
+            prompt_template = prompt.prompt_template
+        self.prompt = prompt
         self.id = id
         self.prompt_template = None if prompt_template is None else check_2023_template(prompt_template)
         super().__init__(model_name, backend=backend, config=config, **options)
@@ -290,7 +301,8 @@ class Lamini(LLMEngine):
     Each call builds Types from the dicts and runs as :class:`LLMEngine` would;
     the answer is a dict (or a list of dicts). Field kinds: ``str``/``string``,
     ``int``/``integer``, ``float``, ``bool``/``boolean``; any other value is read
-    as the description of a ``str`` field, as 2023 did.
+    as the description of a ``str`` field, as 2023 did. A key may name its kind,
+    as v1.0.3 allowed: ``{"Answer#bool": "whether ..."}`` (the answer's key is ``Answer``).
     """
 
     def __call__(  # type: ignore[override]
@@ -312,6 +324,28 @@ class Lamini(LLMEngine):
         out = self.generate(typed if isinstance(input, list) else typed[0], out_type, **options)
         return [o.model_dump() for o in out] if isinstance(out, list) else out.model_dump()
 
+    def save_data(self, data: Any) -> None:
+        """v1.0.3's dict ``save_data``: ``[input_map, output_map]`` pairs train; single maps are context."""
+        items = data if isinstance(data, list) else [data]
+        super().save_data([_typed_dicts(d) for d in items])
+
+
+def _typed_dicts(item: Any) -> Any:
+    """A dict (or a pair of dicts) as the Types a :class:`Lamini` call builds from it."""
+    if isinstance(item, Mapping) and item:
+        return _dict_type("Input", {k: type(v).__name__ for k, v in item.items()})(
+            **{k: _plain(v) for k, v in item.items()}
+        )
+    if isinstance(item, list | tuple) and len(item) == 2 and all(isinstance(x, Mapping) and x for x in item):
+        inp, out = item
+        return [
+            _typed_dicts(inp),
+            _dict_type("Output", {k: type(v).__name__ for k, v in out.items()})(
+                **{k: _plain(v) for k, v in out.items()}
+            ),
+        ]
+    return item
+
 
 _KINDS: dict[str, type] = {"str": str, "string": str, "int": int, "integer": int, "float": float}
 _KINDS.update({"bool": bool, "boolean": bool})
@@ -320,10 +354,19 @@ _KINDS.update({"bool": bool, "boolean": bool})
 def _dict_type(name: str, fields: Mapping[str, Any]) -> type[Type]:
     spec: dict[str, Any] = {}
     for key, kind in fields.items():
-        if not isinstance(key, str) or not key.isidentifier():
-            raise InvalidInputError(f"field name {key!r} must be an identifier")
+        field, _, typed = key.partition("#") if isinstance(key, str) else (key, "", "")
+        if not isinstance(field, str) or not field.isidentifier():
+            raise InvalidInputError(f"field name {key!r} must be an identifier (optionally with #type)")
+        if typed:  # v1.0.3: {"Answer#bool": "description"}
+            chosen = _KINDS.get(typed.lower())
+            if chosen is None:
+                raise InvalidInputError(
+                    f"field {key!r}: unknown type {typed!r}; use one of {', '.join(sorted(_KINDS))}"
+                )
+            spec[field] = (chosen, Context(str(kind)))
+            continue
         chosen = _KINDS.get(str(kind).lower())
-        spec[key] = (chosen, Context("")) if chosen is not None else (str, Context(str(kind)))
+        spec[field] = (chosen, Context("")) if chosen is not None else (str, Context(str(kind)))
     return create_model(name, __base__=Type, **spec)
 
 

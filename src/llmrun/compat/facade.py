@@ -36,6 +36,16 @@ UNSUPPORTED_2023: dict[str, str] = {
     "upload_data": "load the pairs with load_data(...) (there is no separate upload step)",
     "get_jobs": "check_job_status(job_id) for one job; train() returns the training run's result",
     "cancel_all_jobs": "cancel_job(job_id) for each inference job; a training run stops with Ctrl-C",
+    "parallel": "2023's program graph is gone; pass a list of inputs: llm([a, b], output_type=...)",
+    "submit_job": "use submit_inference_job(input, output_type); its rlhf=, generate_finetuning_data= and "
+    "replace_with_finetune_model= were features of Lamini's 2023 service with no equivalent",
+}
+#: 2023 model names of OpenAI models that Lamini's service routed to OpenAI, and OpenAI's name for each.
+OPENAI_MODELS_2023: dict[str, str] = {
+    "chat-gpt": "gpt-3.5-turbo",
+    "chat/gpt-3.5-turbo": "gpt-3.5-turbo",
+    "chat/gpt-4": "gpt-4",
+    "text-davinci-003": "text-davinci-003",
 }
 #: 2023 call keywords that are accepted and change nothing (see docs/guide/compat.md).
 NO_EFFECT_KEYWORDS = ("enable_peft", "streaming")
@@ -63,6 +73,7 @@ class Facade(ModelRunner):
         **options: Any,
     ) -> None:
         backend_name, _ = resolve_backend_and_model(backend, model_name, read_config_file())
+        _check_service_model(model_name, backend_name)
         if config is None:
             from llmrun.compat.setup import current_config
 
@@ -78,6 +89,9 @@ class Facade(ModelRunner):
         for name in CREDENTIAL_OPTIONS:  # 2023 passed a key everywhere; a backend without one ignores it
             if options.get(name) is None or name not in accepted:
                 options.pop(name, None)
+        #: The 2023 settings dict, as 2023's runners kept it (read at construction: changing it later
+        #: changes nothing; build a new runner with the new settings).
+        self.config: dict[str, Any] = dict(config or {})
         self.backend = load(model_name, backend_name, **options)
         super().__init__(
             self.backend.model_name, generation=self.backend.generation, template=self.backend.template
@@ -144,6 +158,7 @@ class Facade(ModelRunner):
         """The runner for ``model_name``: this backend, or one loaded (once) on the same backend."""
         if model_name is None or model_name == self.model_name:
             return self.backend
+        _check_service_model(model_name, self.backend_name)
         if not isinstance(model_name, str) or not model_name.strip():
             raise InvalidInputError(f"model_name must be a non-empty string, got {model_name!r}")
         if model_name not in self._others:
@@ -161,12 +176,24 @@ class Facade(ModelRunner):
 
     def generate(self, prompt: Any, output_type: Any = None, **options: Any) -> Any:
         """llmrun's ``generate``, also taking the 2023 keywords (see :func:`translate_options`)."""
+        score = options.pop("score", None)
+        if score is not None:
+            _check_score(score, output_type)
+        value_stops = None
+        if output_type is not None and options.get("stop_tokens") is not None:
+            # 2023 stopped each generated value at a stop token, not the JSON around it
+            value_stops = _check_stops(options.pop("stop_tokens"))
         model_name, options = translate_options(self, prompt, options)
         runner = self.runner_for(model_name)
         if runner is self.backend:
-            return super().generate(prompt, output_type, **options)
-        options.setdefault("template", self.template)
-        return runner.generate(prompt, output_type, **options)
+            out = super().generate(prompt, output_type, **options)
+        else:
+            options.setdefault("template", self.template)
+            out = runner.generate(prompt, output_type, **options)
+        if value_stops:
+            for value in out if isinstance(out, list) else [out]:
+                _cut_at_stops(value, value_stops)
+        return out
 
     def __call__(
         self,
@@ -179,6 +206,56 @@ class Facade(ModelRunner):
     ) -> Any:
         """``llm(prompt, output_type=...)``, ``llm(input=..., output_type=...)`` or ``model(inputs=...)``."""
         return self.generate(pick_input(prompt, input, inputs), output_type, **options)
+
+
+def _check_service_model(model_name: str | None, backend_name: str) -> None:
+    """2023 model names that were OpenAI's models served through Lamini cannot run locally."""
+    if backend_name != "local" or not isinstance(model_name, str):
+        return
+    name = model_name.strip()
+    if name in OPENAI_MODELS_2023 or name.startswith("chat/"):
+        openai_name = OPENAI_MODELS_2023.get(name, name.removeprefix("chat/"))
+        raise UnsupportedFeatureError(
+            f"model_name={model_name!r} was an OpenAI model served through Lamini's 2023 service; the "
+            f"'local' backend runs Hugging Face checkpoints only. Use backend='openai' with "
+            f"model_name={openai_name!r}, or a Hugging Face model id such as 'meta-llama/Llama-2-7b-chat-hf'"
+        )
+
+
+def _check_score(score: Any, output_type: Any) -> None:
+    """2023's ``score="field"``: the output field where the model writes its score for the output.
+
+    The field is generated like the others, so there is nothing more to do than check it is one.
+    """
+    fields = (
+        output_type.model_fields if isinstance(output_type, type) and issubclass(output_type, Type) else {}
+    )
+    info = fields.get(score) if isinstance(score, str) else None
+    if info is None or info.annotation not in (float, int):
+        name = getattr(output_type, "__name__", repr(output_type))
+        raise InvalidInputError(
+            f"score={score!r} must name a number field of the output type {name} (2023's score= is the "
+            f'field the model writes its score in), e.g. score: float = Context("score for the output")'
+        )
+
+
+def _check_stops(stops: Any) -> list[str]:
+    items = [stops] if isinstance(stops, str) else stops
+    if not isinstance(items, list | tuple) or not all(isinstance(x, str) and x for x in items):
+        raise InvalidInputError(f"stop_tokens must be a string or a list of non-empty strings, got {stops!r}")
+    return list(items)
+
+
+def _cut_at_stops(value: Type, stops: list[str]) -> None:
+    """Cut each string field of ``value`` (nested Types too) at its first stop token, as 2023 did."""
+    for name in type(value).model_fields:
+        field = getattr(value, name)
+        if isinstance(field, str):
+            cuts = [i for i in (field.find(s) for s in stops) if i >= 0]
+            if cuts:
+                setattr(value, name, field[: min(cuts)])
+        elif isinstance(field, Type):
+            _cut_at_stops(field, stops)
 
 
 def pick_input(prompt: Any, input: Any, inputs: Any) -> Any:
@@ -196,7 +273,8 @@ def translate_options(
 ) -> tuple[str | None, dict[str, Any]]:
     """Turn 2023 call keywords into llmrun's: returns ``(model_name, options)``.
 
-    ``max_tokens`` is ``max_new_tokens``; ``stop_tokens`` is ``stop``;
+    ``max_tokens`` is ``max_new_tokens``; ``stop_tokens`` is ``stop`` (with an
+    output type, :meth:`Facade.generate` cuts each string value at them instead);
     ``random=True`` samples at :data:`RANDOM_TEMPERATURE` unless a temperature
     is given (a backend without sampling raises); ``input_type`` is checked
     against the input; ``enable_peft`` and ``streaming`` are accepted and change

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from llmrun.errors import InvalidInputError
+from llmrun.schema import Context, Type
 
 _PLACEHOLDER = re.compile(r"\{input:([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -54,3 +55,59 @@ def fill_2023_template(template: str, values: Mapping[str, Any]) -> str:
         return "" if value is None else str(value)
 
     return _PLACEHOLDER.sub(one, template)
+
+
+class BasePrompt:
+    """2023's ``llama.prompts.prompt.BasePrompt``: a class holding a ``prompt_template``.
+
+    Subclass it with a ``{input:field}`` template and pass an instance as
+    ``LLMEngine(prompt=...)``; calls and training pairs then use that template.
+    """
+
+    prompt_template: str = ""
+    input: type[Type] | None = None
+    output: type[Type] | None = None
+
+    def construct_prompt(self, input: Type, output_type: type[Type] | None = None) -> str:
+        """The prompt ``input`` makes (the output type does not change it)."""
+        if not isinstance(input, Type):
+            raise InvalidInputError(f"construct_prompt takes a Type instance, got {type(input).__name__}")
+        return fill_2023_template(check_2023_template(self.prompt_template), input.model_dump())
+
+
+class BlankInput(Type):
+    input: str = Context("input")
+
+
+class BlankOutput(Type):
+    output: str = Context("output")
+
+
+class BlankPrompt(BasePrompt):
+    """2023's ``llama.prompts.blank_prompt.BlankPrompt``: the input text is the whole prompt."""
+
+    prompt_template = "{input:input}"
+    input = BlankInput
+    output = BlankOutput
+
+
+class LlamaV2Input(Type):
+    """2023's ``llama.prompts.llama_v2_prompt.LlamaV2Input``."""
+
+    system: str = Context(" ")
+    user: str = Context(" ")
+    cue: str | None = Context(" ", default=None)
+
+
+class LlamaV2Output(Type):
+    """2023's ``LlamaV2Output``."""
+
+    output: str = Context(" ")
+
+
+class LlamaV2Prompt(BasePrompt):
+    """2023's ``LlamaV2Prompt``: Llama 2's chat format (the ``<s>`` BOS is left to the tokenizer)."""
+
+    prompt_template = LLAMA_V2_TEMPLATE
+    input = LlamaV2Input
+    output = LlamaV2Output

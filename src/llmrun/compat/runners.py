@@ -188,6 +188,17 @@ class InputOutputRunner(BasicModelRunner):
         """Add rows of a DataFrame with ``input-``/``output-`` prefixed columns."""
         self.load_data_from_paired_lists([self._split(r) for r in df.to_dict("records")], verbose)
 
+    def load_data_from_paired_dataframes(self, input_df: Any, output_df: Any, verbose: bool = False) -> None:
+        """Add row ``i`` of ``input_df`` (input fields as columns) paired with row ``i`` of ``output_df``."""
+        inputs, outputs = input_df.to_dict("records"), output_df.to_dict("records")
+        if len(inputs) != len(outputs):
+            raise DataError(
+                f"the input and output DataFrames pair row by row, but have {len(inputs)} and "
+                f"{len(outputs)} rows",
+                source="data",
+            )
+        self.load_data_from_paired_lists([[i, o] for i, o in zip(inputs, outputs, strict=True)], verbose)
+
     def _pairs(self, data: Any) -> list[Any]:
         pairs = _as_list(data)
         for i, pair in enumerate(pairs):

@@ -17,7 +17,7 @@ from typing import Any
 
 from llmrun import data as data_module
 from llmrun.compat.facade import Facade
-from llmrun.errors import ConfigurationError, InvalidInputError
+from llmrun.errors import ConfigurationError, InvalidInputError, UnsupportedFeatureError
 from llmrun.schema import Type
 from llmrun.training import EvalResult, EvalSample, TrainingExample, TrainOptions, TrainResult
 
@@ -178,6 +178,13 @@ class TunableFacade(Facade):
                 raise ConfigurationError(
                     f"train option {name}={value!r} is invalid: it must be True or False"
                 )
+        if self.backend_name == "lamini" and (enable_peft is not None or peft_args is not None):
+            given = "enable_peft" if enable_peft is not None else "peft_args"
+            raise UnsupportedFeatureError(
+                f"train({given}=...) (2023) cannot be honoured on the 'lamini' backend: Lamini now chooses "
+                "its tuning method and adapter settings itself. Drop it (BasicModelRunner(enable_peft=...) "
+                "too), or fine-tune with backend='local', where enable_peft=True tunes with LoRA"
+            )
         examples = self._examples_for(data, limit)
         merged = {**_finetune_options(finetune_args), **_peft_options(enable_peft, peft_args), **options}
         train_options = TrainOptions.from_kwargs(is_public=is_public, **merged)

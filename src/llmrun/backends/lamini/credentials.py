@@ -4,7 +4,8 @@ Precedence, first found wins:
 
 1. ``api_key`` / ``api_url`` arguments;
 2. the 2023 ``config`` dict: ``{"production.key": ..., "production.url": ...}``
-   or ``{"production": {"key": ..., "url": ...}}``;
+   or ``{"production": {"key": ..., "url": ...}}`` (the ``staging`` or ``local``
+   section instead when ``LLAMA_ENVIRONMENT`` says so, as 2023 read it);
 3. ``LAMINI_API_KEY`` / ``LAMINI_API_URL`` environment variables;
 4. ``POWERML__PRODUCTION__KEY`` / ``POWERML__PRODUCTION__URL``, the 2023
    ``llama`` package's environment variables;
@@ -88,14 +89,26 @@ def _from_2023_config(config: Mapping[str, Any] | None) -> tuple[str | None, str
         raise ConfigurationError(
             f"config must be a dict such as {{'production.key': '...'}}, got {type(config).__name__}"
         )
-    nested = config.get("production")
+    section = _llama_environment()
+    nested = config.get(section)
     if nested is not None and not isinstance(nested, Mapping):
-        raise ConfigurationError("config['production'] must be a dict like {'key': '...', 'url': '...'}")
+        raise ConfigurationError(f"config[{section!r}] must be a dict like {{'key': '...', 'url': '...'}}")
     nested = nested or {}
     return (
-        _first(config.get("production.key"), nested.get("key")),
-        _first(config.get("production.url"), nested.get("url")),
+        _first(config.get(f"{section}.key"), nested.get("key")),
+        _first(config.get(f"{section}.url"), nested.get("url")),
     )
+
+
+def _llama_environment() -> str:
+    """The section of the 2023 config dict to read: ``LLAMA_ENVIRONMENT`` (2023's), default production."""
+    value = os.environ.get("LLAMA_ENVIRONMENT", "PRODUCTION").strip().lower()
+    if value not in ("production", "staging", "local"):
+        raise ConfigurationError(
+            f"LLAMA_ENVIRONMENT={value!r} is not one of PRODUCTION, STAGING, LOCAL (2023's values); "
+            "unset it to read the 'production' section of config"
+        )
+    return value
 
 
 def _module_setting(name: str) -> Any:
