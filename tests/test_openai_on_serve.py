@@ -1,0 +1,158 @@
+"""The openai backend against a real ``llmrun serve``: the two sides agree on the wire.
+
+The conformance suite runs this pair too (``serve-llmrun``, ``serve-auto``); these tests check
+what it does not: detection, the answers being the local engine's own, usage, stop and seed,
+finish reasons, raw schemas, and the errors each bad request becomes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("openai")
+
+import llmrun
+from llmrun import Context, Type
+from llmrun.backends.openai import OpenAIRunner
+from llmrun.errors import (
+    AuthenticationError,
+    BadRequestError,
+    InvalidInputError,
+    ModelNotFoundError,
+)
+from llmrun.generation import GenerationConfig
+from llmrun.runner import CompletionRequest, ModelRunner, OutputSpec
+
+PROMPTS = ["The sky is", "Once upon a time", "1, 2, 3,"]
+
+
+class City(Type):
+    name: str = Context("the city's name")
+    population: int = Context("how many live there", ge=0)
+    capital: bool = Context("whether it is a capital")
+
+
+CITY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "maxLength": 12},
+        "population": {"type": "integer", "minimum": 0},
+        "kind": {"enum": ["town", "city"]},
+    },
+    "required": ["name", "population", "kind"],
+    "additionalProperties": False,
+}
+
+
+def remote(serve: Any, **options: Any) -> OpenAIRunner:
+    runner = llmrun.load(
+        serve.model, backend="openai", base_url=serve.base_url, api_key=serve.api_key, **options
+    )
+    assert isinstance(runner, OpenAIRunner)
+    return runner
+
+
+@pytest.fixture(scope="module")
+def local(tiny_gpt_neox_dir: Path) -> ModelRunner:
+    """The checkpoint llmrun serve serves, in this process."""
+    return llmrun.load(str(tiny_gpt_neox_dir), backend="local", device="cpu")
+
+
+def test_auto_detects_llmrun_serve_from_owned_by(llmrun_serve: Any) -> None:
+    runner = remote(llmrun_serve)
+    assert runner.profile is None
+    assert isinstance(runner("The sky is", max_new_tokens=3), str)
+    assert runner.profile is not None
+    assert runner.profile.name == "llmrun"
+
+
+@pytest.mark.parametrize("profile", ["llmrun", "auto"])
+def test_text_is_the_local_engines_own_with_its_usage(
+    llmrun_serve: Any, local: ModelRunner, profile: str
+) -> None:
+    runner = remote(llmrun_serve, profile=profile)
+    there = runner.run(PROMPTS, max_new_tokens=6)
+    here = local.run(PROMPTS, max_new_tokens=6)
+    assert [r.text for r in there] == [r.text for r in here]
+    assert [r.usage for r in there] == [r.usage for r in here]
+    assert [r.finish_reason for r in there] == [r.finish_reason for r in here]
+
+
+def test_stop_and_budget_end_the_text_as_locally(llmrun_serve: Any, local: ModelRunner) -> None:
+    runner = remote(llmrun_serve, profile="llmrun")
+    whole = local("Once upon a time", max_new_tokens=12)
+    stop = whole[len(whole) // 2 :][:2]  # text the answer goes on past
+    assert whole.index(stop) > 0
+    there = runner.run("Once upon a time", max_new_tokens=12, stop=[stop])
+    here = local.run("Once upon a time", max_new_tokens=12, stop=[stop])
+    assert there.text == here.text
+    assert stop not in there.text
+    assert there.finish_reason == here.finish_reason == "stop"
+    assert "".join(runner.stream("Once upon a time", max_new_tokens=12, stop=[stop])) == there.text
+    cut = runner.run("Once upon a time", max_new_tokens=2)
+    assert cut.finish_reason == "length"
+    assert cut.usage.completion_tokens == 2
+
+
+def test_seeded_sampling_repeats_and_the_seed_matters(llmrun_serve: Any) -> None:
+    runner = remote(llmrun_serve, profile="llmrun")
+
+    def sample(seed: int) -> str:
+        return runner("Once upon a time", max_new_tokens=12, temperature=1.5, seed=seed)
+
+    assert sample(1) == sample(1)
+    assert len({sample(s) for s in range(1, 5)}) > 1
+
+
+def test_typed_answers_through_both_endpoints_and_streaming(llmrun_serve: Any) -> None:
+    completions = remote(llmrun_serve, profile="llmrun")
+    chat = remote(llmrun_serve, profile="llmrun", chat=True)
+    city = completions("Describe a city.", output_type=City, max_new_tokens=64)
+    assert type(city) is City
+    assert city.population >= 0
+    assert type(chat("Describe a city.", output_type=City, max_new_tokens=64)) is City
+    streamed = list(completions.stream("Describe a city.", output_type=City, max_new_tokens=64))
+    assert streamed[-1] == city
+
+
+def test_a_raw_schema_is_one_for_schema_path_on_both_sides(llmrun_serve: Any) -> None:
+    """``output_schema=``'s spec through the backend and ``response_format`` into serve: both are
+    :meth:`OutputSpec.for_schema`, so the reply validates against the user's own schema."""
+    runner = remote(llmrun_serve, profile="llmrun")
+    spec = OutputSpec.for_schema(CITY_SCHEMA, name="City")
+    request = CompletionRequest(("Describe a city as JSON.",), GenerationConfig(max_new_tokens=64), spec)
+    (done,) = runner.complete(request)
+    value = spec.parse(done.text)
+    assert set(value) == {"name", "population", "kind"}
+    assert value["kind"] in ("town", "city")
+    assert len(value["name"]) <= 12
+
+
+def test_a_budget_the_json_cannot_close_in_is_refused_before_any_call(
+    llmrun_serve: Any, local: ModelRunner
+) -> None:
+    runner = remote(llmrun_serve, profile="llmrun")
+    for where in (runner, local):  # the same bounds, the same message
+        with pytest.raises(InvalidInputError, match="max_new_tokens=3 is too small for City"):
+            where("Describe a city.", output_type=City, max_new_tokens=3)
+
+
+def test_errors_name_what_to_change(llmrun_serve: Any) -> None:
+    with pytest.raises(AuthenticationError, match="api_key"):
+        llmrun.load(llmrun_serve.model, backend="openai", base_url=llmrun_serve.base_url, api_key="wrong")(
+            "x", max_new_tokens=2
+        )
+    for profile in ("auto", "llmrun"):  # auto: from GET /v1/models; named: from the 404
+        with pytest.raises(ModelNotFoundError, match="gpt-4"):
+            llmrun.load(
+                "gpt-4",
+                backend="openai",
+                base_url=llmrun_serve.base_url,
+                api_key=llmrun_serve.api_key,
+                profile=profile,
+            )("x", max_new_tokens=2)
+    with pytest.raises(BadRequestError, match="prompt"):
+        remote(llmrun_serve, profile="llmrun")("word " * 5000, max_new_tokens=2)
