@@ -156,3 +156,20 @@ def test_errors_name_what_to_change(llmrun_serve: Any) -> None:
             )("x", max_new_tokens=2)
     with pytest.raises(BadRequestError, match="prompt"):
         remote(llmrun_serve, profile="llmrun")("word " * 5000, max_new_tokens=2)
+
+
+def test_a_full_queue_is_waited_out_through_retry_after(
+    tiny_gpt_neox_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """serve's 429 + Retry-After and the backend's retrier: a batch bigger than the queue completes."""
+    from llmrun.serve import ServeSettings, create_app
+    from llmrun.serve.launch import BackgroundServer, load_engine
+
+    settings = ServeSettings(port=0, max_batch_size=2, max_queue=2)
+    engine = load_engine(str(tiny_gpt_neox_dir), settings, device="cpu")
+    with BackgroundServer(create_app(engine, settings, "tiny"), settings) as server:
+        runner = llmrun.load("tiny", backend="openai", base_url=server.url + "/v1", profile="llmrun")
+        with caplog.at_level("INFO", logger="llmrun.backends.http"):
+            done = runner.run([f"prompt {i}" for i in range(5)], max_new_tokens=24)
+    assert [r.usage.completion_tokens for r in done] == [24] * 5
+    assert "RateLimitError" in caplog.text  # some were refused at first, then retried
