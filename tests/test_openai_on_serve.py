@@ -97,14 +97,24 @@ def test_stop_and_budget_end_the_text_as_locally(llmrun_serve: Any, local: Model
     assert cut.usage.completion_tokens == 2
 
 
-def test_seeded_sampling_repeats_and_the_seed_matters(llmrun_serve: Any) -> None:
+@pytest.mark.parametrize(
+    "sampling",
+    [{"temperature": 1.5}, {"temperature": 0.8, "top_k": 5}, {"top_p": 0.9, "repetition_penalty": 1.3}],
+    ids=["temperature", "top_k", "top_p-penalty"],
+)
+def test_seeded_sampling_is_the_local_engines_own(
+    llmrun_serve: Any, local: ModelRunner, sampling: dict[str, Any]
+) -> None:
+    """Sampling settings and seed reach serve's sampler under the names it reads (one prompt: a
+    local batch shares one random state, while each remote prompt is a request with its own)."""
     runner = remote(llmrun_serve, profile="llmrun")
+    options = {"max_new_tokens": 12, "temperature": 1.0, **sampling}
 
-    def sample(seed: int) -> str:
-        return runner("Once upon a time", max_new_tokens=12, temperature=1.5, seed=seed)
+    def sample(where: ModelRunner, seed: int) -> str:
+        return where("Once upon a time", seed=seed, **options)
 
-    assert sample(1) == sample(1)
-    assert len({sample(s) for s in range(1, 5)}) > 1
+    assert sample(runner, 1) == sample(local, 1)
+    assert len({sample(runner, s) for s in range(1, 5)}) > 1
 
 
 def test_typed_answers_through_both_endpoints_and_streaming(llmrun_serve: Any) -> None:
