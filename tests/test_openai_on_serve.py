@@ -164,8 +164,9 @@ def test_errors_name_what_to_change(llmrun_serve: Any) -> None:
                 api_key=llmrun_serve.api_key,
                 profile=profile,
             )("x", max_new_tokens=2)
-    with pytest.raises(BadRequestError, match="prompt"):
+    with pytest.raises(BadRequestError, match="exceeds the model's context") as caught:
         remote(llmrun_serve, profile="llmrun")("word " * 5000, max_new_tokens=2)
+    assert "truncate_prompt" not in str(caught.value)  # a local option, which no client can pass
 
 
 def test_a_full_queue_is_waited_out_through_retry_after(
@@ -183,3 +184,32 @@ def test_a_full_queue_is_waited_out_through_retry_after(
             done = runner.run([f"prompt {i}" for i in range(5)], max_new_tokens=24)
     assert [r.usage.completion_tokens for r in done] == [24] * 5
     assert "RateLimitError" in caplog.text  # some were refused at first, then retried
+
+
+def test_closing_a_stream_cancels_the_row_on_the_server(llmrun_serve: Any) -> None:
+    """The contract's "closing the iterator stops generation": the server sees the client go and
+    cancels the row (its metrics count it) rather than decoding to the end of the budget."""
+    import re
+    import time
+
+    import requests
+
+    def cancelled() -> float:
+        text = requests.get(
+            llmrun_serve.base_url.removesuffix("/v1") + "/metrics",
+            headers={"Authorization": f"Bearer {llmrun_serve.api_key}"},
+            timeout=10,
+        ).text
+        found = re.findall(
+            r'^llmrun_serve_cancelled_rows_total\{why="(?:disconnect|abandoned)"\} (\S+)$', text, re.M
+        )
+        return sum(float(v) for v in found)
+
+    before = cancelled()
+    stream = remote(llmrun_serve, profile="llmrun").stream("Once upon a time", max_new_tokens=400)
+    assert next(stream)
+    stream.close()
+    deadline = time.monotonic() + 20
+    while cancelled() == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert cancelled() == before + 1
