@@ -22,6 +22,7 @@ from llmrun.errors import (
     BadRequestError,
     InvalidInputError,
     ModelNotFoundError,
+    RequestTimeoutError,
 )
 from llmrun.generation import GenerationConfig
 from llmrun.runner import CompletionRequest, ModelRunner, OutputSpec
@@ -169,21 +170,45 @@ def test_errors_name_what_to_change(llmrun_serve: Any) -> None:
     assert "truncate_prompt" not in str(caught.value)  # a local option, which no client can pass
 
 
+@pytest.fixture(scope="module")
+def spare_engine(tiny_gpt_neox_dir: Path) -> Any:
+    """An engine for servers with settings of their own, started one at a time."""
+    from llmrun.serve import ServeSettings
+    from llmrun.serve.launch import load_engine
+
+    return load_engine(str(tiny_gpt_neox_dir), ServeSettings(max_batch_size=2), device="cpu")
+
+
+def serving(engine: Any, **settings: Any) -> Any:
+    from llmrun.serve import ServeSettings, create_app
+    from llmrun.serve.launch import BackgroundServer
+
+    chosen = ServeSettings(port=0, max_batch_size=2, **settings)
+    return BackgroundServer(create_app(engine, chosen, "tiny"), chosen)
+
+
 def test_a_full_queue_is_waited_out_through_retry_after(
-    tiny_gpt_neox_dir: Path, caplog: pytest.LogCaptureFixture
+    spare_engine: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     """serve's 429 + Retry-After and the backend's retrier: a batch bigger than the queue completes."""
-    from llmrun.serve import ServeSettings, create_app
-    from llmrun.serve.launch import BackgroundServer, load_engine
-
-    settings = ServeSettings(port=0, max_batch_size=2, max_queue=2)
-    engine = load_engine(str(tiny_gpt_neox_dir), settings, device="cpu")
-    with BackgroundServer(create_app(engine, settings, "tiny"), settings) as server:
+    with serving(spare_engine, max_queue=2) as server:
         runner = llmrun.load("tiny", backend="openai", base_url=server.url + "/v1", profile="llmrun")
         with caplog.at_level("INFO", logger="llmrun.backends.http"):
             done = runner.run([f"prompt {i}" for i in range(5)], max_new_tokens=24)
     assert [r.usage.completion_tokens for r in done] == [24] * 5
     assert "RateLimitError" in caplog.text  # some were refused at first, then retried
+
+
+def test_the_servers_timeout_is_a_timeout_streamed_or_not(spare_engine: Any) -> None:
+    """A 504, and an error event in the middle of a stream, are both a RequestTimeoutError."""
+    with serving(spare_engine, timeout_s=0.3) as server:
+        runner = llmrun.load(
+            "tiny", backend="openai", base_url=server.url + "/v1", profile="llmrun", max_retries=0
+        )
+        with pytest.raises(RequestTimeoutError, match="server's timeout"):
+            runner("Once upon a time", max_new_tokens=400)
+        with pytest.raises(RequestTimeoutError, match=r"mid-stream.*server.s timeout"):
+            "".join(runner.stream("Once upon a time", max_new_tokens=400))
 
 
 def test_closing_a_stream_cancels_the_row_on_the_server(llmrun_serve: Any) -> None:
@@ -213,3 +238,25 @@ def test_closing_a_stream_cancels_the_row_on_the_server(llmrun_serve: Any) -> No
     while cancelled() == before and time.monotonic() < deadline:
         time.sleep(0.1)
     assert cancelled() == before + 1
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"message": "too slow", "type": "timeout_error", "code": "timeout"}, RequestTimeoutError),  # serve
+        ({"message": "bad", "type": "BadRequestError", "code": 400}, BadRequestError),  # vLLM
+        ({"message": "?", "type": "mystery"}, None),  # neither says: the generic answer
+    ],
+)
+def test_a_stream_error_event_keeps_its_kind(body: dict[str, Any], expected: type | None) -> None:
+    import importlib
+
+    import openai
+
+    from llmrun.backends.openai import wire
+
+    http = importlib.import_module(openai.DefaultHttpxClient.__mro__[1].__module__.split(".")[0])
+    exc = openai.APIError(body["message"], http.Request("POST", "http://x/v1/completions"), body=body)
+    ctx = wire.CallContext("http://x/v1", "m", "llmrun", "POST /completions")
+    found = wire.stream_error(exc, ctx)
+    assert (type(found) if found is not None else None) is expected
