@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -45,3 +46,35 @@ def ctrl_c() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+class ServeTarget(NamedTuple):
+    """Where :func:`llmrun_serve` listens: its OpenAI root URL, the model it serves, its key."""
+
+    base_url: str
+    model: str
+    api_key: str
+
+
+@pytest.fixture(scope="session")
+def llmrun_serve(tiny_checkpoint_dirs: dict[str, Any]) -> Iterator[ServeTarget]:
+    """A real ``llmrun serve`` for the whole session: the tiny GPT-NeoX checkpoint served as
+    ``meta-llama/Llama-2-7b-hf`` (the name the fakes use) with ``--chat-template plain``, auth on,
+    on 127.0.0.1 and a free port.
+
+    Shared by the conformance suite and the one-function test; tests/serve starts its own.
+    """
+    pytest.importorskip("torch")
+    pytest.importorskip("starlette", reason="llmrun serve needs the serve extra")
+    pytest.importorskip("uvicorn", reason="llmrun serve needs the serve extra")
+    from llmrun.serve import ServeSettings, create_app
+    from llmrun.serve.launch import BackgroundServer, load_engine
+
+    target = ServeTarget("", "meta-llama/Llama-2-7b-hf", "serve-key")
+    settings = ServeSettings(port=0, api_key=target.api_key, max_batch_size=8, chat_template="plain")
+    engine = load_engine(str(tiny_checkpoint_dirs["gpt_neox"]), settings, device="cpu")
+    server = BackgroundServer(create_app(engine, settings, target.model), settings).start()
+    try:
+        yield target._replace(base_url=server.url + "/v1")
+    finally:
+        server.stop()

@@ -11,7 +11,17 @@ import llmrun
 from llmrun.runner import ModelRunner
 from llmrun.testing.openai_server import FakeOpenAIServer
 
-BACKENDS = ["fake", "local-gpt_neox", "local-llama", "lamini", "openai-vllm", "openai-generic"]
+BACKENDS = [
+    "fake",
+    "local-gpt_neox",
+    "local-llama",
+    "lamini",
+    "openai-vllm",
+    "openai-generic",
+    "serve-llmrun",
+    "serve-auto",
+    "serve-chat",
+]
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -29,6 +39,19 @@ def runner(request: pytest.FixtureRequest) -> Iterator[ModelRunner]:
             yield llmrun.load(
                 "meta-llama/Llama-2-7b-hf", backend="openai", base_url=server.base_url, api_key="test-key"
             )
+    elif kind.startswith("serve-"):
+        # the openai backend on a real `llmrun serve` (one per session): profile named, detected
+        # from GET /v1/models' owned_by, or named and on /v1/chat/completions
+        serve = request.getfixturevalue("llmrun_serve")
+        how = kind.removeprefix("serve-")
+        yield llmrun.load(
+            serve.model,
+            backend="openai",
+            base_url=serve.base_url,
+            api_key=serve.api_key,
+            profile="auto" if how == "auto" else "llmrun",
+            chat=how == "chat",
+        )
     else:
         server = request.getfixturevalue("fake_lamini_server")
         yield llmrun.load(

@@ -101,7 +101,7 @@ def bad_request(message: str, param: str | None = None, code: str | None = None)
 def from_llmrun(exc: LLMRunError) -> ServeError:
     """The answer to a llmrun error raised while checking or running a request."""
     if isinstance(exc, PromptTooLongError):
-        return ServeError(400, str(exc), code="context_length_exceeded")
+        return ServeError(400, _without_local_hint(str(exc)), code="context_length_exceeded")
     if isinstance(exc, SchemaError):
         return ServeError(400, str(exc), param="response_format", code="invalid_schema")
     if isinstance(exc, UnsupportedFeatureError):
@@ -113,3 +113,13 @@ def from_llmrun(exc: LLMRunError) -> ServeError:
             422, f"{exc} (raise max_new_tokens to give the JSON room to close)", code="incomplete_output"
         )
     return ServeError(500, f"generation failed: {exc}", code="server_error")
+
+
+#: The engine's advice to a local caller, which a client of the server cannot follow (no such option).
+_LOCAL_ONLY_HINT = ", or pass truncate_prompt=True"
+
+
+def _without_local_hint(message: str) -> str:
+    """``message`` without the engine's ``truncate_prompt=True`` advice (and what follows it)."""
+    head, found, _ = message.partition(_LOCAL_ONLY_HINT)
+    return head if found else message

@@ -205,7 +205,38 @@ def deltas(stream: Any, chat: bool, ctx: CallContext) -> Iterator[str]:
             if piece:
                 yield piece
     except openai.OpenAIError as exc:
-        raise failure(exc, ctx).error from None
+        raise (stream_error(exc, ctx) or failure(exc, ctx).error) from None
+
+
+#: OpenAI's error ``type`` names and the HTTP statuses they stand for.
+_TYPE_STATUS = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "rate_limit_error": 429,
+    "server_error": 500,
+    "service_unavailable_error": 503,
+    "timeout_error": 504,
+}
+
+
+def stream_error(exc: openai.OpenAIError, ctx: CallContext) -> BackendError | None:
+    """The llmrun error for an error event in a stream, which has a body but no HTTP status.
+
+    The status comes from the body's ``code`` where it is one (vLLM's events) or from its
+    ``type`` (OpenAI's names, as ``llmrun serve`` sends them); None when neither says.
+    """
+    if isinstance(exc, openai.APIStatusError) or not isinstance(exc, openai.APIError):
+        return None
+    body = exc.body if isinstance(exc.body, dict) else {}
+    code, kind = body.get("code"), body.get("type")
+    status = code if isinstance(code, int) and 400 <= code < 600 else _TYPE_STATUS.get(str(kind))
+    if status is None:
+        return None
+    detail = redact(str(body.get("message") or exc.message))
+    error = status_failure("the server", status, detail, f"{ctx.what} mid-stream", key_hint=KEY_HINT).error
+    return error if isinstance(error, BackendError) else None
 
 
 def _first_choice(result: Any, what: str) -> Any:
