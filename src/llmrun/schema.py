@@ -23,7 +23,8 @@ import typing
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, PydanticUserError, ValidationError
-from pydantic._internal._model_construction import ModelMetaclass
+from pydantic._internal._model_construction import ModelMetaclass, build_lenient_weakvaluedict
+from pydantic._internal._typing_extra import parent_frame_namespace
 from pydantic_core import SchemaError as CoreSchemaError
 from pydantic_core import SchemaValidator, core_schema
 
@@ -103,6 +104,12 @@ class _TypeMeta(ModelMetaclass):
     """Turns pydantic's refusal of a v1 ``__root__`` field into a :class:`SchemaError`."""
 
     def __new__(mcs, name: str, bases: tuple[type, ...], namespace: dict[str, Any], **kwargs: Any) -> type:
+        # pydantic reads the class body's enclosing namespace (for local forward references) from
+        # the frame that calls its metaclass; that frame is now this one, so hand it the right one
+        kwargs.setdefault("__pydantic_reset_parent_namespace__", False)
+        namespace.setdefault(
+            "__pydantic_parent_namespace__", build_lenient_weakvaluedict(parent_frame_namespace())
+        )
         try:
             return super().__new__(mcs, name, bases, namespace, **kwargs)
         except PydanticUserError as e:
