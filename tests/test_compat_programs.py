@@ -123,13 +123,6 @@ def test_every_program_changes_only_the_import() -> None:
         assert any(line.startswith("from llmrun") for line in imports), path.name
 
 
-ANY_JSON_ITEMS = pytest.mark.xfail(
-    raises=UnsupportedFeatureError,
-    strict=False,
-    reason="a bare `list` field (items of any JSON type) waits for the grammar bounds of issue 18",
-)
-
-
 @pytest.mark.parametrize(
     "name",
     [
@@ -140,8 +133,8 @@ ANY_JSON_ITEMS = pytest.mark.xfail(
         "position_parser.py",  # on Lamini: random=True is an error (test_what_lamini_cannot_do...)
         "lamini_test_error.py",  # on Lamini: test_an_unknown_model_is_llama_error_model_name_error_on_lamini
         "llmengine_sampling_and_cancel.py",
-        pytest.param("examples_extract_html.py", marks=ANY_JSON_ITEMS),
-        pytest.param("advanced_page.py", marks=ANY_JSON_ITEMS),
+        "examples_extract_html.py",  # a bare `list` field: items of any JSON type, bounded by the grammar
+        "advanced_page.py",
     ],
 )
 def test_program_runs_locally(name: str, local_env: None, capsys: pytest.CaptureFixture[str]) -> None:
