@@ -1,0 +1,118 @@
+"""Linear kernels chosen by what the CPU has (:mod:`.cpu_features`), at load time.
+
+``quantize="int8"`` has two kernels with the same weights (symmetric int8, one scale per output
+channel) and the same job, ``x @ weight.T + bias``:
+
+- :class:`~llmrun.backends.local.quantize.Int8Linear` (weight-only: activations rounded to
+  bfloat16, ``aten._weight_int8pack_mm``): every CPU.
+- :class:`RowInt8Linear` (int8 activations, int8 x int8 -> int32 products through fbgemm's
+  dynamic linear): CPUs with int8 dot-product instructions (AVX-512 VNNI, AVX-VNNI, AMX-INT8).
+  Measured on an AVX-512 VNNI EPYC, one thread, pythia-70m shapes: all linears of one step at 1 row
+  3.0 ms against 7.1 (weight-only) and 25 (float32, oneDNN-packed); at 32 rows 24 ms against 105
+  and 83, so int8 is no longer slower than float32 at batch 32.
+
+fbgemm quantizes the activations of a call with one scale and zero point for the whole
+``[N, I]`` input, which would make a row's result depend on the other rows of the batch.
+:class:`RowInt8Linear` makes the quantization per row and independent of the batch: each row is
+divided by its own largest magnitude ``m`` and two extra input columns holding ``-1`` and ``1``
+(with zero weights) fix every call's range to ``[-1, 1]``, so every row is quantized with the same
+scale (2/255 of its ``m``) whatever shares its batch; the output is multiplied back by ``m``.
+So a batch gives each row what it gets alone (tested), as the weight-only kernel does.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from llmrun.backends.local.cpu_features import detect
+from llmrun.backends.local.kernels import Linear, LinearFactory
+
+__all__ = ["RowInt8Linear", "int8_kernel_name", "int8_linears", "row_int8_available"]
+
+#: Extra input columns: ``-1``, ``1``, then zeros up to a multiple of 8 (fbgemm packs in blocks).
+_EXTRA = 8
+_TINY = torch.finfo(torch.float32).tiny
+
+
+def row_int8_available() -> bool:
+    """Whether :class:`RowInt8Linear` runs here: int8 dot products and torch's fbgemm ops."""
+    if not detect().int8_dot:
+        return False
+    engines = torch.backends.quantized.supported_engines
+    ops = torch.ops.quantized
+    return ("fbgemm" in engines or "x86" in engines) and hasattr(ops, "linear_dynamic")
+
+
+def int8_kernel_name() -> str:
+    """The kernel ``quantize="int8"`` uses on this CPU: ``"fbgemm-rows"`` or ``"weight-only"``."""
+    return "fbgemm-rows" if row_int8_available() else "weight-only"
+
+
+class RowInt8Linear:
+    """``x @ weight.T + bias`` with int8 weights and per-row int8 activations (see the module doc).
+
+    Several linears of one input (q, k, v) become one kernel, outputs concatenated.
+    """
+
+    def __init__(self, linears: Sequence[nn.Linear]) -> None:
+        weight = torch.cat([lin.weight.detach().float() for lin in linears])  # [O, I]
+        out_features, in_features = weight.shape
+        scale = (weight.abs().amax(dim=1) / 127).clamp_min(torch.finfo(torch.float32).tiny)  # [O]
+        padded = torch.zeros((out_features, in_features + _EXTRA), dtype=torch.float32)
+        padded[:, :in_features] = weight
+        with warnings.catch_warnings():  # torch marks its quantized tensor types deprecated (2.13)
+            warnings.simplefilter("ignore", UserWarning)
+            qweight = torch.quantize_per_channel(
+                padded, scale.double(), torch.zeros(out_features, dtype=torch.long), 0, torch.qint8
+            )
+            self.packed = torch.ops.quantized.linear_prepack(qweight, None)
+        self.bias: torch.Tensor | None = None
+        if any(lin.bias is not None for lin in linears):
+            self.bias = torch.cat(
+                [
+                    lin.bias.detach().float()
+                    if lin.bias is not None
+                    else lin.weight.new_zeros(lin.out_features)
+                    for lin in linears
+                ]
+            )
+        self.in_features = in_features
+        self.nbytes = out_features * (in_features + _EXTRA) + out_features * 8
+        self._tail = torch.zeros((1, _EXTRA), dtype=torch.float32)  # [1, E]: -1, 1, zeros
+        self._tail[0, 0], self._tail[0, 1] = -1.0, 1.0
+        self._reduce_range = False  # int8 dot products do not saturate, unlike AVX2's vpmaddubsw
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``[..., I]``; returns ``[..., O]`` in ``x``'s dtype."""
+        flat = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])  # [N, I]
+        if flat.dtype != torch.float32:
+            flat = flat.float()
+        peak = torch.linalg.vector_norm(flat, float("inf"), dim=1, keepdim=True).clamp_min_(_TINY)  # [N, 1]
+        rows = torch.cat([flat / peak, self._tail.expand(flat.shape[0], _EXTRA)], dim=1)  # [N, I + E]
+        out: torch.Tensor = torch.ops.quantized.linear_dynamic(
+            rows, self.packed, self._reduce_range
+        )  # [N, O]
+        out = out * peak if self.bias is None else torch.addcmul(self.bias, out, peak)
+        if out.dtype != x.dtype:
+            out = out.to(x.dtype)
+        return out if x.dim() == 2 else out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+def int8_linears() -> LinearFactory:
+    """The ``quantize="int8"`` kernel for this CPU (see the module docstring)."""
+    from llmrun.backends.local.quantize import Int8Linear
+
+    if row_int8_available():
+
+        def make(linears: Sequence[nn.Linear]) -> Linear:
+            try:
+                return RowInt8Linear(linears)
+            except (RuntimeError, AttributeError, NotImplementedError):  # a torch without these ops
+                return Int8Linear(linears)
+
+        return make
+    return Int8Linear
