@@ -13,9 +13,11 @@ same-round ratios to plain transformers ``generate``, and greedy agreement with 
 
 Engines (``--engines``; those that cannot be imported or built are skipped with the reason):
 ``transformers``, ``transformers-compile`` (static cache + ``torch.compile``; off by default:
-compiling takes minutes here), ``llmrun``, ``llmrun-int8``, ``llmrun-bf16`` (where the CPU has
-native bfloat16), ``ct2`` / ``ct2-int8`` (CTranslate2 float32 / int8), ``llama.cpp-f32`` /
-``-f16`` / ``-q8_0`` (llama-cpp-python's low-level API: one sequence per row, greedy argmax).
+compiling takes minutes here), ``llmrun`` (float32), ``llmrun-int8`` (``quantize="int8"``, the
+kernel this CPU gets), ``llmrun-int8-weight-only`` (the int8 kernel of CPUs without int8 dot
+products, forced with ``LLMRUN_CPU_FEATURES=avx2``), ``ct2`` / ``ct2-int8`` (CTranslate2 float32 /
+int8), ``llama.cpp-f32`` / ``-f16`` / ``-q8_0`` (llama-cpp-python's low-level API: one sequence
+per row, greedy argmax over each row's logits).
 
     python benchmarks/bench_peers.py                  # batch 1 and 32, 5 clean rounds (~6-8 min)
     python benchmarks/bench_peers.py --rounds 1 --batches 1 --engines llmrun ct2
@@ -43,7 +45,7 @@ DEFAULT_ENGINES = (
     "transformers",
     "llmrun",
     "llmrun-int8",
-    "llmrun-bf16",
+    "llmrun-int8-weight-only",
     "ct2",
     "ct2-int8",
     "llama.cpp-f32",
@@ -118,18 +120,21 @@ def engine_llmrun(folder: Path, quantize: str = "none") -> Run:
 
 def engine_ct2(folder: Path, work: Path, threads: int, compute_type: str) -> Run:
     import ctranslate2
-    from transformers import AutoTokenizer
 
     model_dir = work / "ct2"
     if not (model_dir / "model.bin").is_file():
         raise RuntimeError(f"no CTranslate2 model in {model_dir}")
-    tokenizer = AutoTokenizer.from_pretrained(folder)  # ids -> CTranslate2's token strings
+    vocab_json, vocab_txt = model_dir / "vocabulary.json", model_dir / "vocabulary.txt"
+    if vocab_json.is_file():  # CTranslate2's own id -> token table, as the converter wrote it
+        vocab: list[str] = json.loads(vocab_json.read_text(encoding="utf-8"))
+    else:
+        vocab = vocab_txt.read_text(encoding="utf-8").split("\n")
     generator = ctranslate2.Generator(
         str(model_dir), device="cpu", compute_type=compute_type, intra_threads=threads, inter_threads=1
     )
 
     def run(rows: list[list[int]], n: int) -> list[list[int]]:
-        starts = [tokenizer.convert_ids_to_tokens(r) for r in rows]
+        starts = [[vocab[t] for t in r] for r in rows]
         results = generator.generate_batch(
             starts,
             max_length=n,
@@ -209,8 +214,9 @@ def make_engine(name: str, folder: Path, work: Path, threads: int, max_batch: in
         return engine_llmrun(folder)
     if name == "llmrun-int8":
         return engine_llmrun(folder, "int8")
-    if name == "llmrun-bf16":
-        return engine_llmrun(folder, "bf16")
+    if name == "llmrun-int8-weight-only":  # the kernel CPUs without int8 dot products get
+        os.environ["LLMRUN_CPU_FEATURES"] = "avx2"
+        return engine_llmrun(folder, "int8")
     if name in ("ct2", "ct2-int8"):
         return engine_ct2(folder, work, threads, "float32" if name == "ct2" else "int8")
     if name.startswith("llama.cpp-"):
@@ -310,11 +316,6 @@ def availability(name: str) -> str | None:
         return "llama-cpp-python is not installed or did not build (pip install llama-cpp-python)"
     if name.startswith("llama.cpp") and importlib.util.find_spec("gguf") is None:
         return "the gguf package is not installed (pip install gguf)"
-    if name == "llmrun-bf16":
-        from llmrun.backends.local.cpu_features import detect
-
-        if not detect().native_bf16:
-            return "this CPU has no native bfloat16 (AVX-512 BF16 or AMX), where bf16 weights are slower"
     return None
 
 
