@@ -130,3 +130,25 @@ def test_compile_takes_a_torch_compile_mode(tiny_checkpoint_dirs: dict[str, Path
         prepare_model_for_decoding(model, compile="fast")
     prepared = prepare_model_for_decoding(model, compile="reduce-overhead")  # CUDA graphs on a GPU
     assert prepared.decoder().compiled_step is not None  # compiled lazily, at the first step
+
+
+@needs_fbgemm
+def test_row_int8_screen_bounds_every_logit() -> None:
+    """The screen's error bound holds for every logit, so the argmax stays float32's."""
+    from llmrun.backends.local.cpu_kernels import RowInt8ScreenedHead
+
+    torch.manual_seed(1)
+    weight = torch.randn(500, 64) * 0.02
+    head = RowInt8ScreenedHead(weight, None, 480, lambda x: x @ weight.t())
+    x = torch.randn(4, 64)
+    x[1] *= 50.0
+    x[2, 0] = 40.0  # one outlier: a coarse activation step for that row
+    approx = head.screen(x)  # [B, 480]
+    exact = x @ weight[:480].t()
+    bound = head.error_bound(x, approx.clone())
+    assert bool(((approx - exact).abs() <= bound).all())
+    assert float(((approx - exact).abs() / bound).max()) > 0.05  # a bound, not a wild overestimate
+    logits, is_exact = head.screened(x)
+    assert is_exact is not None
+    assert torch.equal(logits[:, :480].argmax(-1), exact.argmax(-1))
+    assert bool(torch.isinf(logits[:, 480:]).all())

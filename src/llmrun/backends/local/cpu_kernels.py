@@ -23,15 +23,23 @@ So a batch gives each row what it gets alone (tested), as the weight-only kernel
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 from llmrun.backends.local.cpu_features import detect
 from llmrun.backends.local.kernels import Linear, LinearFactory
+from llmrun.backends.local.screened_head import ScreenedHead
 
-__all__ = ["RowInt8Linear", "int8_kernel_name", "int8_linears", "row_int8_available"]
+__all__ = [
+    "RowInt8Linear",
+    "RowInt8ScreenedHead",
+    "int8_kernel_name",
+    "int8_linears",
+    "row_int8_available",
+    "screened_head_class",
+]
 
 #: Extra input columns: ``-1``, ``1``, then zeros up to a multiple of 8 (fbgemm packs in blocks).
 _EXTRA = 8
@@ -70,6 +78,9 @@ class RowInt8Linear:
                 padded, scale.double(), torch.zeros(out_features, dtype=torch.long), 0, torch.qint8
             )
             self.packed = torch.ops.quantized.linear_prepack(qweight, None)
+            #: per output row, the sum of |q| (int8 units): bounds the activation rounding's effect
+            self.q_abs_sum = qweight.int_repr().abs().sum(dim=1, dtype=torch.int32).float()  # [O]
+        self.scale = scale  # [O] float32
         self.bias: torch.Tensor | None = None
         if any(lin.bias is not None for lin in linears):
             self.bias = torch.cat(
@@ -100,6 +111,53 @@ class RowInt8Linear:
         if out.dtype != x.dtype:
             out = out.to(x.dtype)
         return out if x.dim() == 2 else out.reshape(*x.shape[:-1], out.shape[-1])
+
+
+class RowInt8ScreenedHead(ScreenedHead):
+    """:class:`~llmrun.backends.local.screened_head.ScreenedHead` screening with :class:`RowInt8Linear`.
+
+    Same contract (the argmax is float32's), a faster screen on CPUs with int8 dot products, and
+    its own error bound. For row ``j`` (scale ``s_j``, int8 row ``q_j``) and input ``x`` with
+    ``m = max|x|``: the weights are off by at most ``s_j / 2`` per element, and each activation by
+    at most half its step of ``2m/255`` (the range is fixed to ``[-m, m]``; the clamped ends are off
+    by half a step too), so ``|exact_j - approx_j| <= s_j * (|x|_1 / 2 + |q_j|_1 * m / 255)``;
+    int32 accumulation is exact,
+    and the float32 dequantization adds a relative error far below the ``2^-12 |approx_j|`` allowed;
+    the bound is applied with a factor 1.25.
+    """
+
+    def __init__(
+        self,
+        weight: torch.Tensor,
+        bias: torch.Tensor | None,
+        vocab_size: int,
+        full: Callable[[torch.Tensor], torch.Tensor],
+    ) -> None:
+        super().__init__(weight, bias, vocab_size, full)
+        real = nn.Linear(weight.shape[1], self.vocab_size, bias=False)
+        real.weight = nn.Parameter(self.weight[: self.vocab_size], requires_grad=False)
+        row_screen = RowInt8Linear([real])
+        self.screen = row_screen  # type: ignore[assignment]  # same call: [B, H] -> [B, V']
+        self.scale = row_screen.scale  # [V']
+        self.q_abs_sum = row_screen.q_abs_sum  # [V']
+
+    def error_bound(self, x: torch.Tensor, approx: torch.Tensor) -> torch.Tensor:
+        weight_part = x.abs().sum(dim=-1, keepdim=True) * 0.5  # [B, 1]
+        half_step = torch.linalg.vector_norm(x, float("inf"), dim=-1, keepdim=True) / 255.0  # [B, 1]
+        err = self.scale * torch.addcmul(weight_part, self.q_abs_sum, half_step)  # [B, V']
+        return err.mul_(1.25).add_(approx.abs(), alpha=2.0**-12)
+
+
+def screened_head_class() -> type[ScreenedHead]:
+    """The screened head for this CPU: screening through :class:`RowInt8Linear` where it runs."""
+    return RowInt8ScreenedHead if row_int8_available() and _hardware_int8_dot() else ScreenedHead
+
+
+def _hardware_int8_dot() -> bool:
+    """The real CPU's flags (not ``LLMRUN_CPU_FEATURES``): exactness must not rest on an override."""
+    from llmrun.backends.local.cpu_features import CpuFeatures, _proc_flags
+
+    return CpuFeatures("", _proc_flags()).int8_dot
 
 
 def int8_linears() -> LinearFactory:

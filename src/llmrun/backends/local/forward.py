@@ -170,7 +170,10 @@ class Decoder:
         if screen is None:
             full = self.head
             assert full is not None  # only native decoders, which always have a head, are screenable
-            screen = self.screens[vocab] = ScreenedHead(module.weight, module.bias, vocab, full)
+            from llmrun.backends.local.cpu_kernels import screened_head_class  # by what the CPU has
+
+            screen = screened_head_class()(module.weight, module.bias, vocab, full)
+            self.screens[vocab] = screen
         return screen
 
 
