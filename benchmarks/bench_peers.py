@@ -147,7 +147,9 @@ def engine_ct2(folder: Path, work: Path, threads: int, compute_type: str) -> Run
     return run
 
 
-def engine_llama_cpp(work: Path, threads: int, kind: str, max_batch: int, max_len: int) -> Run:
+def engine_llama_cpp(work: Path, threads: int, kind: str, max_len: int) -> Run:
+    """llama.cpp through llama-cpp-python's low-level API: one context per batch size (as many
+    sequences as rows, a unified KV cache), every row a sequence, greedy argmax of its logits."""
     import ctypes
 
     import llama_cpp as ll
@@ -155,25 +157,30 @@ def engine_llama_cpp(work: Path, threads: int, kind: str, max_batch: int, max_le
 
     path = work / f"model-{kind}.gguf"
     ll.llama_backend_init()
-    mparams = ll.llama_model_default_params()
-    model = ll.llama_model_load_from_file(str(path).encode(), mparams)
+    model = ll.llama_model_load_from_file(str(path).encode(), ll.llama_model_default_params())
     if not model:
         raise RuntimeError(f"llama.cpp could not load {path}")
-    per_seq = max_len
-    cparams = ll.llama_context_default_params()
-    cparams.n_ctx = per_seq * max_batch
-    cparams.n_batch = per_seq * max_batch
-    cparams.n_ubatch = min(512, per_seq * max_batch)
-    cparams.n_seq_max = max_batch
-    cparams.n_threads = threads
-    cparams.n_threads_batch = threads
-    ctx = ll.llama_init_from_model(model, cparams)
-    if not ctx:
-        raise RuntimeError("llama.cpp could not create a context")
-    vocab = ll.llama_n_vocab(ll.llama_model_get_vocab(model))
-    batch = ll.llama_batch_init(per_seq * max_batch, 0, max_batch)
+    vocab = ll.llama_vocab_n_tokens(ll.llama_model_get_vocab(model))
+    contexts: dict[int, tuple[Any, Any]] = {}
 
-    def fill(entries: list[tuple[int, int, int, bool]]) -> None:  # (token, pos, seq, wants logits)
+    def context(rows: int) -> tuple[Any, Any]:
+        if rows not in contexts:
+            cparams = ll.llama_context_default_params()
+            cparams.n_ctx = max_len * rows
+            cparams.n_batch = max_len * rows
+            cparams.n_ubatch = min(512, max_len * rows)
+            cparams.n_seq_max = rows
+            cparams.n_threads = threads
+            cparams.n_threads_batch = threads
+            if hasattr(cparams, "kv_unified"):
+                cparams.kv_unified = True
+            ctx = ll.llama_init_from_model(model, cparams)
+            if not ctx:
+                raise RuntimeError(f"llama.cpp could not create a context for {rows} sequences")
+            contexts[rows] = (ctx, ll.llama_batch_init(max_len * rows, 0, rows))
+        return contexts[rows]
+
+    def fill(batch: Any, entries: list[tuple[int, int, int, bool]]) -> None:  # (token, pos, seq, logits?)
         batch.n_tokens = len(entries)
         for i, (tok, pos, seq, out) in enumerate(entries):
             batch.token[i] = tok
@@ -182,30 +189,30 @@ def engine_llama_cpp(work: Path, threads: int, kind: str, max_batch: int, max_le
             batch.seq_id[i][0] = seq
             batch.logits[i] = 1 if out else 0
 
-    def argmax_rows(count: int) -> list[int]:
-        ptr = ll.llama_get_logits(ctx)
-        logits = np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(count, vocab))
-        return [int(t) for t in logits.argmax(axis=1)]
+    def argmax_rows(ctx: Any, count: int) -> list[int]:
+        ptr = ctypes.cast(ll.llama_get_logits(ctx), ctypes.POINTER(ctypes.c_float))
+        return [int(t) for t in np.ctypeslib.as_array(ptr, shape=(count, vocab)).argmax(axis=1)]
 
     def run(rows: list[list[int]], n: int) -> list[list[int]]:
+        ctx, batch = context(len(rows))
         ll.llama_memory_clear(ll.llama_get_memory(ctx), True)
-        fill([(tok, p, s, p == len(r) - 1) for s, r in enumerate(rows) for p, tok in enumerate(r)])
+        fill(batch, [(tok, p, s, p == len(r) - 1) for s, r in enumerate(rows) for p, tok in enumerate(r)])
         if ll.llama_decode(ctx, batch) != 0:
             raise RuntimeError("llama_decode failed on the prompts")
-        out: list[list[int]] = [[t] for t in argmax_rows(len(rows))]
+        out: list[list[int]] = [[t] for t in argmax_rows(ctx, len(rows))]
         for step in range(1, n):
             pairs = enumerate(zip(rows, out, strict=True))
-            fill([(o[-1], len(r) + step - 1, s, True) for s, (r, o) in pairs])
+            fill(batch, [(o[-1], len(r) + step - 1, s, True) for s, (r, o) in pairs])
             if ll.llama_decode(ctx, batch) != 0:
                 raise RuntimeError("llama_decode failed")
-            for o, t in zip(out, argmax_rows(len(rows)), strict=True):
+            for o, t in zip(out, argmax_rows(ctx, len(rows)), strict=True):
                 o.append(t)
         return out
 
     return run
 
 
-def make_engine(name: str, folder: Path, work: Path, threads: int, max_batch: int, max_len: int) -> Run:
+def make_engine(name: str, folder: Path, work: Path, threads: int, max_len: int) -> Run:
     if name == "transformers":
         return engine_transformers(folder)
     if name == "transformers-compile":
@@ -220,7 +227,7 @@ def make_engine(name: str, folder: Path, work: Path, threads: int, max_batch: in
     if name in ("ct2", "ct2-int8"):
         return engine_ct2(folder, work, threads, "float32" if name == "ct2" else "int8")
     if name.startswith("llama.cpp-"):
-        return engine_llama_cpp(work, threads, name.split("-", 1)[1], max_batch, max_len)
+        return engine_llama_cpp(work, threads, name.split("-", 1)[1], max_len)
     raise ValueError(f"unknown engine {name!r}; choose from {', '.join(ALL_ENGINES)}")
 
 
@@ -238,10 +245,9 @@ def worker(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(args.threads)
     prompts: dict[str, list[list[int]]] = json.loads(Path(args.prompts).read_text())
-    max_batch = max(len(v) for v in prompts.values())
     max_len = max(len(r) for v in prompts.values() for r in v) + args.new_tokens + 8
     try:
-        run = make_engine(args.worker, Path(args.folder), Path(args.work), args.threads, max_batch, max_len)
+        run = make_engine(args.worker, Path(args.folder), Path(args.work), args.threads, max_len)
         for rows in prompts.values():  # warm-up: allocations, kernels, oneDNN primitives
             run(rows, 4)
     except Exception as exc:  # reported to the driver, which skips this engine
