@@ -259,7 +259,11 @@ def worker(args: argparse.Namespace) -> int:
         rows = prompts[str(request["batch"])]
         before = _cpu_ticks()
         start = time.perf_counter()
-        tokens = run(rows, args.new_tokens)
+        try:
+            tokens = run(rows, args.new_tokens)
+        except Exception as exc:  # the driver drops this engine and says why
+            print(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), flush=True)
+            return 0
         seconds = time.perf_counter() - start
         share = others_share(before, _cpu_ticks())
         print(json.dumps({"seconds": seconds, "others": share, "tokens": tokens}), flush=True)
@@ -300,8 +304,11 @@ class Worker:
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"{self.name}: the worker died (code {self.proc.wait()})")
-        return dict(json.loads(line))
+            raise RuntimeError(f"the worker died (code {self.proc.wait()})")
+        reply = dict(json.loads(line))
+        if "error" in reply:
+            raise RuntimeError(reply["error"])
+        return reply
 
     def close(self) -> None:
         if self.proc.stdin is not None:
@@ -373,8 +380,11 @@ def agreement(rows: list[list[int]], ref: list[list[int]]) -> dict[str, float]:
     return {"rows_equal": equal / len(ref), "prefix_share": round(statistics.mean(prefix), 3)}
 
 
-def measure(args: argparse.Namespace, workers: dict[str, Worker]) -> dict[str, Any]:
-    """Interleaved rounds per batch; medians over clean rounds; same-round ratios to the baseline."""
+def measure(args: argparse.Namespace, workers: dict[str, Worker], skipped: dict[str, str]) -> dict[str, Any]:
+    """Interleaved rounds per batch; medians over clean rounds; same-round ratios to the baseline.
+
+    An engine that fails during a call is dropped (from every batch) and listed in ``skipped``.
+    """
     from bench_generate import wait_for_quiet
 
     results: dict[str, Any] = {}
@@ -387,8 +397,14 @@ def measure(args: argparse.Namespace, workers: dict[str, Worker]) -> dict[str, A
         while sum(o is None or o <= CLEAN_SHARE for o in others) < args.rounds and r < 2 * args.rounds:
             wait_for_quiet(args.quiet_wait)
             shares: list[float] = []
-            for name in names if r % 2 == 0 else names[::-1]:
-                reply = workers[name].call(batch)
+            for name in list(names) if r % 2 == 0 else names[::-1]:
+                try:
+                    reply = workers[name].call(batch)
+                except RuntimeError as exc:
+                    skipped[name] = f"failed at batch {batch}: {exc}"
+                    workers.pop(name).close()
+                    names.remove(name)
+                    continue
                 times[name].append(float(reply["seconds"]))
                 tokens.setdefault(name, reply["tokens"])
                 if reply.get("others") is not None:
@@ -401,6 +417,10 @@ def measure(args: argparse.Namespace, workers: dict[str, Worker]) -> dict[str, A
             clean = [True] * len(others)
         per: dict[str, Any] = {}
         produced = batch * args.new_tokens
+        times = {name: times[name] for name in names}
+        for name in names:  # rounds in which an engine dropped out: keep each list aligned with `clean`
+            if len(times[name]) != len(clean):
+                raise RuntimeError(f"{name}: {len(times[name])} runs for {len(clean)} rounds")
         for name in names:
             picked = [t for t, ok in zip(times[name], clean, strict=True) if ok]
             row: dict[str, Any] = {"tok_s": round(produced / statistics.median(picked), 1)}
@@ -412,6 +432,8 @@ def measure(args: argparse.Namespace, workers: dict[str, Worker]) -> dict[str, A
             row["runs_s"] = [round(t, 4) for t in times[name]]
             per[name] = row
         results[str(batch)] = {"engines": per, "others_cpu_share": others, "clean_rounds": sum(clean)}
+    for result in results.values():  # engines dropped at a later batch leave the earlier ones too
+        result["engines"] = {name: row for name, row in result["engines"].items() if name in workers}
     return results
 
 
@@ -492,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
                 w.close()
                 del workers[name]
         try:
-            results = measure(args, workers)
+            results = measure(args, workers, skipped)
         finally:
             for w in workers.values():
                 w.close()
