@@ -69,7 +69,7 @@ def bench_peers(session: nox.Session) -> None:
     """
     install_dev(session)
     session.install("ctranslate2>=4.5", "gguf>=0.10")
-    env = {"CMAKE_ARGS": "-DGGML_NATIVE=ON", "CMAKE_BUILD_PARALLEL_LEVEL": "2"}
+    env = {"CMAKE_ARGS": "-DGGML_NATIVE=ON -DLLAVA_BUILD=OFF", "CMAKE_BUILD_PARALLEL_LEVEL": "2"}
     pip = ("nice", "-n", "19", "python", "-m", "pip", "install", "llama-cpp-python>=0.3")
     try:
         session.run(*pip, env=env, external=True)
