@@ -22,6 +22,7 @@ So a batch gives each row what it gets alone (tested), as the weight-only kernel
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -48,11 +49,21 @@ _TINY = torch.finfo(torch.float32).tiny
 
 def row_int8_available() -> bool:
     """Whether :class:`RowInt8Linear` runs here: int8 dot products and torch's fbgemm ops."""
-    if not detect().int8_dot:
-        return False
+    return detect().int8_dot and _fbgemm_works()
+
+
+@functools.cache
+def _fbgemm_works() -> bool:
+    """torch's fbgemm ops are there and compute (torch marks them deprecated: probe once)."""
     engines = torch.backends.quantized.supported_engines
-    ops = torch.ops.quantized
-    return ("fbgemm" in engines or "x86" in engines) and hasattr(ops, "linear_dynamic")
+    if not ("fbgemm" in engines or "x86" in engines) or not hasattr(torch.ops.quantized, "linear_dynamic"):
+        return False
+    try:
+        probe = nn.Linear(8, 4, bias=False)
+        out = RowInt8Linear([probe])(torch.ones(1, 8))
+    except (RuntimeError, AttributeError, NotImplementedError):
+        return False
+    return bool(torch.isfinite(out).all())
 
 
 def int8_kernel_name() -> str:
@@ -167,10 +178,7 @@ def int8_linears() -> LinearFactory:
     if row_int8_available():
 
         def make(linears: Sequence[nn.Linear]) -> Linear:
-            try:
-                return RowInt8Linear(linears)
-            except (RuntimeError, AttributeError, NotImplementedError):  # a torch without these ops
-                return Int8Linear(linears)
+            return RowInt8Linear(linears)
 
         return make
     return Int8Linear
