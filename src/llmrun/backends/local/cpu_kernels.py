@@ -113,12 +113,13 @@ class RowInt8Linear:
         flat = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])  # [N, I]
         if flat.dtype != torch.float32:
             flat = flat.float()
-        peak = torch.linalg.vector_norm(flat, float("inf"), dim=1, keepdim=True).clamp_min_(_TINY)  # [N, 1]
+        # abs().amax(): 10x faster than vector_norm(inf) at 32 rows here (29 vs 296 us on [32, 2048])
+        peak = flat.abs().amax(dim=1, keepdim=True).clamp_min_(_TINY)  # [N, 1]
         rows = torch.cat([flat / peak, self._tail.expand(flat.shape[0], _EXTRA)], dim=1)  # [N, I + E]
         out: torch.Tensor = torch.ops.quantized.linear_dynamic(
             rows, self.packed, self._reduce_range
         )  # [N, O]
-        out = out * peak if self.bias is None else torch.addcmul(self.bias, out, peak)
+        out = out.mul_(peak) if self.bias is None else torch.addcmul(self.bias, out, peak)
         if out.dtype != x.dtype:
             out = out.to(x.dtype)
         return out if x.dim() == 2 else out.reshape(*x.shape[:-1], out.shape[-1])
@@ -154,7 +155,7 @@ class RowInt8ScreenedHead(ScreenedHead):
 
     def error_bound(self, x: torch.Tensor, approx: torch.Tensor) -> torch.Tensor:
         weight_part = x.abs().sum(dim=-1, keepdim=True) * 0.5  # [B, 1]
-        half_step = torch.linalg.vector_norm(x, float("inf"), dim=-1, keepdim=True) / 255.0  # [B, 1]
+        half_step = x.abs().amax(dim=-1, keepdim=True) / 255.0  # [B, 1]
         err = self.scale * torch.addcmul(weight_part, self.q_abs_sum, half_step)  # [B, V']
         return err.mul_(1.25).add_(approx.abs(), alpha=2.0**-12)
 
