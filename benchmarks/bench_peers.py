@@ -413,7 +413,8 @@ def measure(args: argparse.Namespace, workers: dict[str, Worker], skipped: dict[
             r += 1
             print(f"  batch {batch}: round {r} done (others used {others[-1]})", file=sys.stderr, flush=True)
         clean = [o is None or o <= CLEAN_SHARE for o in others]
-        if not any(clean):
+        clean_rounds = sum(clean)
+        if not any(clean):  # a machine that never went quiet: every round counts (see clean_rounds)
             clean = [True] * len(others)
         per: dict[str, Any] = {}
         produced = batch * args.new_tokens
@@ -431,7 +432,7 @@ def measure(args: argparse.Namespace, workers: dict[str, Worker], skipped: dict[
                 row["agreement_with_llmrun_float32"] = agreement(tokens[name], tokens[REFERENCE])
             row["runs_s"] = [round(t, 4) for t in times[name]]
             per[name] = row
-        results[str(batch)] = {"engines": per, "others_cpu_share": others, "clean_rounds": sum(clean)}
+        results[str(batch)] = {"engines": per, "others_cpu_share": others, "clean_rounds": clean_rounds}
     for result in results.values():  # engines dropped at a later batch leave the earlier ones too
         result["engines"] = {name: row for name, row in result["engines"].items() if name in workers}
     return results
