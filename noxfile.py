@@ -75,6 +75,24 @@ def bench_schemas(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_schemas.py", *session.posargs)
 
 
+@nox.session(name="bench-peers", python="3.11")
+def bench_peers(session: nox.Session) -> None:
+    """llmrun against transformers, CTranslate2 and llama.cpp (benchmarks/bench_peers.py; ~7 min).
+
+    The peers are installed here, not as llmrun dependencies; llama-cpp-python compiles from source
+    (a few minutes, once) with the CPU's own instruction set, at low priority.
+    """
+    install_dev(session)
+    session.install("ctranslate2>=4.5", "gguf>=0.10")
+    env = {"CMAKE_ARGS": "-DGGML_NATIVE=ON -DLLAVA_BUILD=OFF", "CMAKE_BUILD_PARALLEL_LEVEL": "2"}
+    pip = ("nice", "-n", "19", "python", "-m", "pip", "install", "llama-cpp-python>=0.3")
+    try:
+        session.run(*pip, env=env, external=True)
+    except nox.command.CommandFailed:  # the benchmark then skips llama.cpp and says why
+        session.warn("llama-cpp-python did not build; the benchmark will skip llama.cpp")
+    session.run("python", "benchmarks/bench_peers.py", *session.posargs)
+
+
 @nox.session(python="3.11")
 def demo(session: nox.Session) -> None:
     """The seed's quickstart: pythia-70m answers the mountain question on the CPU.

@@ -9,9 +9,16 @@ is there (else random prompt ids), and measures greedy decoding with 64 new toke
 - ``transformers``: plain ``model.generate(do_sample=False)`` on the left-padded batch;
 - ``llmrun``: what ``LocalRunner`` runs: ``prepare_model_for_decoding(model)`` (done once, at load
   time) and ``generate_tokens`` with the runner's own untyped constraint;
-- ``llmrun_compiled``: the same with ``prepare_model_for_decoding(model, compile=True)`` (static
+- ``llmrun_compiled``: the same with ``prepare_model_for_decoding(model, compile=MODE)`` (static
   KV cache + ``torch.compile`` of the decode step; opt-in, compiles per batch size), at the
-  ``--compile-batches`` (default: batch 1 on CUDA, none on the CPU).
+  ``--compile-batches`` (default: batch 1 on CUDA, none on the CPU); ``--compile-mode``
+  (default on CUDA: ``reduce-overhead``, i.e. CUDA graphs; torch falls back to plain compiled
+  kernels, and logs why, where it cannot capture a graph);
+- ``llmrun_typed``: typed decoding, the runner's JSON-Schema constraint (xgrammar) on the same
+  prepared model, the token mask applied on the logits' device (on CUDA: xgrammar's GPU kernel),
+  at ``--typed-batches`` (default: 1 and 32; ``--tiny``: 1 and 4), budget 192 tokens: tokens/s,
+  rows that parse as JSON, and the cost per token against the untyped path of the same batch.
+  Typed rows stop when their JSON closes, so the counts differ from the untyped rows'.
 
 EOS is disabled, so every row makes exactly ``--new-tokens`` tokens. Paths are interleaved round
 by round; figures are medians. At batch 1 each path is also given as a share of the
@@ -86,6 +93,8 @@ class Settings:
     rounds: int
     deadline_s: float
     bandwidth_gbs: float | None
+    compile_mode: str = "default"
+    typed_batches: tuple[int, ...] = ()
 
 
 # ----------------------------------------------------------------------------- model and inputs
@@ -305,6 +314,64 @@ class Deadline:
 Run = Callable[[torch.Tensor, torch.Tensor], list[list[int]]]
 
 
+#: The typed path's output: the shape of a small typed answer (string, bounded number, enum, list).
+TYPED_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "answer": {"type": "string", "description": "a short answer"},
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        "kind": {"enum": ["fact", "opinion", "unknown", "other"]},
+        "sources": {"type": "array", "items": {"type": "string"}},
+    },
+    "required": ["answer", "confidence", "kind", "sources"],
+    "additionalProperties": False,
+}
+
+
+#: The typed path's token budget: the schema's worst case must fit (strings are bounded to it).
+TYPED_BUDGET = 192
+
+
+def typed_path(prepared: Any, tokenizer: Any, vocab: int, n: int = TYPED_BUDGET) -> Run:
+    """Typed decoding as ``LocalRunner`` does it: one JSON-Schema constraint per call, greedy."""
+    from llmrun.backends.local.decode import generate_tokens
+    from llmrun.backends.local.grammar import json_constraint
+    from llmrun.generation import GenerationConfig
+
+    config = GenerationConfig(max_new_tokens=n)
+
+    def run(ids: torch.Tensor, mask: torch.Tensor) -> list[list[int]]:
+        constraint = json_constraint(tokenizer, TYPED_SCHEMA, ids.shape[0], vocab, max_new_tokens=n)
+        return generate_tokens(
+            prepared, ids, mask, max_new_tokens=n, config=config, eos_token_ids=(), constraint=constraint
+        )
+
+    return run
+
+
+def time_typed(
+    run: Run, tokenizer: Any, ids: torch.Tensor, mask: torch.Tensor, rounds: int, device: torch.device
+) -> dict[str, Any]:
+    """The typed path on one batch: a warm-up (compiles the grammar), then ``rounds`` timed calls."""
+    out = run(ids, mask)
+    times = [timed(lambda: run(ids, mask), device)[0] for _ in range(rounds)]
+    produced = sum(len(r) for r in out)
+    valid = 0
+    for row in out:
+        try:
+            json.loads(tokenizer.decode(row, skip_special_tokens=True))
+            valid += 1
+        except ValueError:
+            pass
+    return {
+        "tok_s": round(produced / statistics.median(times), 1),
+        "tokens": produced,
+        "runs_s": [round(t, 4) for t in times],
+        "rows_valid_json": f"{valid}/{len(out)}",
+        "mask_device": str(device),
+    }
+
+
 def first_compiled_call(
     run: Run, ids: torch.Tensor, mask: torch.Tensor, memory: PeakMemory
 ) -> dict[str, Any]:
@@ -371,7 +438,12 @@ def measure(s: Settings, model: Any, tokenizer: Any) -> tuple[list[dict[str, Any
     }
     compiled_run = None
     if s.compile_batches:
-        compiled_run = llmrun_path(prepare_model_for_decoding(model, compile=True), real_vocab, n)
+        compile_arg: bool | str = True if s.compile_mode == "default" else s.compile_mode
+        compiled_run = llmrun_path(prepare_model_for_decoding(model, compile=compile_arg), real_vocab, n)
+        facts["compile_mode"] = s.compile_mode
+    typed_run = typed_path(prepared, tokenizer, vocab) if tokenizer is not None else None
+    if typed_run is None and s.typed_batches:
+        facts["llmrun_typed"] = "skipped: no tokenizer (the typed path needs one)"
 
     rows: list[dict[str, Any]] = []
     for b in s.batches:
@@ -393,6 +465,17 @@ def measure(s: Settings, model: Any, tokenizer: Any) -> tuple[list[dict[str, Any
         row.update(time_batch(active, ids, mask, s.rounds, memory))
         if compiled:
             row["llmrun_compiled"] = {**compiled, **row.get("llmrun_compiled", {})}
+        if typed_run is not None and b in s.typed_batches:
+            if deadline.left() < 60:
+                row["llmrun_typed"] = {"skipped": "time budget (--deadline-s) spent"}
+            else:
+                typed = time_typed(typed_run, tokenizer, ids, mask, s.rounds, s.device)
+                per_token = 1 / typed["tok_s"] - 1 / row["llmrun"]["tok_s"]
+                typed["cost_per_token_vs_untyped_pct"] = round(100 * per_token * row["llmrun"]["tok_s"], 1)
+                typed["ratio"] = round(typed["tok_s"] / row["transformers"]["tok_s"], 2)
+                row["llmrun_typed"] = typed
+                valid = typed["rows_valid_json"]
+                print(f"batch {b:>3}: llmrun_typed {typed['tok_s']:9.1f} tok/s, {valid} rows valid JSON")
         print(
             f"batch {b:>3}: "
             + "   ".join(f"{name} {row[name]['tok_s']:9.1f} tok/s" for name in active)
@@ -417,6 +500,19 @@ def parse_settings(argv: list[str] | None) -> tuple[Settings, Path]:
         nargs="*",
         default=None,
         help="batches also timed with compile=True (default: 1 on CUDA, none on the CPU)",
+    )
+    parser.add_argument(
+        "--compile-mode",
+        default=None,
+        choices=["default", "reduce-overhead", "max-autotune"],
+        help="torch.compile mode of the compiled path (default: reduce-overhead on CUDA, else default)",
+    )
+    parser.add_argument(
+        "--typed-batches",
+        type=int,
+        nargs="*",
+        default=None,
+        help="typed path batches (default: 1 32; tiny: 1 4)",
     )
     parser.add_argument("--new-tokens", type=int, default=None, help="default: 64 (--tiny: 16)")
     parser.add_argument("--rounds", type=int, default=None, help="default: 3 (--tiny: 1)")
@@ -447,6 +543,10 @@ def parse_settings(argv: list[str] | None) -> tuple[Settings, Path]:
         rounds=args.rounds or (1 if args.tiny else 3),
         deadline_s=args.deadline_s,
         bandwidth_gbs=args.bandwidth_gbs,
+        compile_mode=args.compile_mode or ("reduce-overhead" if device.type == "cuda" else "default"),
+        typed_batches=tuple(
+            args.typed_batches if args.typed_batches is not None else [1, 4] if args.tiny else [1, 32]
+        ),
     )
     return settings, args.json
 
@@ -494,6 +594,8 @@ def main(argv: list[str] | None = None) -> int:
         "settings": {
             "batches": s.batches,
             "compile_batches": s.compile_batches,
+            "compile_mode": s.compile_mode,
+            "typed_batches": list(s.typed_batches),
             "new_tokens": s.new_tokens,
             "rounds": s.rounds,
             "statistic": "median of rounds",

@@ -73,6 +73,11 @@ def test_gpu_script_runs_tiny_on_cpu(tmp_path: Path) -> None:
         assert positive(row["llmrun"]["ratio"])
         # float32: the decode loop picks plain generate's greedy tokens, so both did the same work
         assert row["llmrun"]["greedy_rows_equal_transformers"] == f"{row['batch']}/{row['batch']}"
+        typed = row["llmrun_typed"]  # the grammar-constrained path: every row closes valid JSON
+        assert typed["rows_valid_json"] == f"{row['batch']}/{row['batch']}"
+        assert positive(typed["tok_s"])
+        assert typed["mask_device"] == "cpu"
+    assert result["settings"]["typed_batches"] == [1, 4]
     pct = result["batch1_pct_of_bandwidth_limit"]
     assert set(pct) == {"transformers", "llmrun"}
     assert all(positive(v) for v in pct.values())

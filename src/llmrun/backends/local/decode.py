@@ -32,6 +32,9 @@ from llmrun.checks import is_int_at_least
 from llmrun.errors import InvalidInputError
 from llmrun.generation import GenerationConfig
 
+#: ``torch.compile`` modes ``compile=`` accepts as a string.
+_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 __all__ = [
     "PreparedModel",
     "TokenConstraint",
@@ -87,7 +90,7 @@ class PreparedModel:
         native: bool,
         layouts: bool | None,
         head_dtype: torch.dtype | None,
-        compile: bool,
+        compile: bool | str,
         quantize: str = "none",
         weak: bool = False,
     ) -> None:
@@ -142,7 +145,7 @@ def prepare_model_for_decoding(
     native: bool = True,
     extra_layouts: bool | None = None,
     head_dtype: torch.dtype | None = None,
-    compile: bool = False,
+    compile: bool | str = False,
     quantize: str | None = "none",
 ) -> PreparedModel:
     """Prepare ``model`` (a transformers causal LM) once, at load time, for fast decoding.
@@ -155,7 +158,8 @@ def prepare_model_for_decoding(
     logits slightly, so greedy tokens may differ from float32's. Off by default.
     ``compile``: opt-in ``torch.compile`` of the native decode step over a static-shape KV cache.
     Each new batch size and cache length compiles first (tens of seconds on a small CPU), so it
-    pays off only for long-running servers; finished rows then stay in the batch.
+    pays off only for long-running servers; finished rows then stay in the batch. A string is
+    ``torch.compile``'s mode, e.g. ``"reduce-overhead"`` (CUDA graphs on a GPU).
     ``quantize="int8"``: opt-in int8 weights (one scale per output channel) for every linear layer
     and the LM head, activations rounded to bfloat16 at those matmuls (:mod:`.quantize`). About
     1.5x faster than float32 at batch 1 on a bandwidth-bound CPU, slower at batch 32; it changes
@@ -171,6 +175,10 @@ def prepare_model_for_decoding(
         raise InvalidInputError(
             f"head_dtype={head_dtype} and quantize={quantize!r} both set the LM head's weights; pass only one"
         )
+    if isinstance(compile, str) and compile not in _COMPILE_MODES:
+        raise InvalidInputError(
+            f"compile={compile!r}: use True, False or a torch.compile mode {_COMPILE_MODES}"
+        )
     if quantize != "none" and compile:
         raise InvalidInputError(f"compile=True with quantize={quantize!r} is not supported; pass one of them")
     return PreparedModel(
@@ -178,7 +186,7 @@ def prepare_model_for_decoding(
         native=native,
         layouts=extra_layouts,
         head_dtype=head_dtype,
-        compile=bool(compile),
+        compile=compile if isinstance(compile, str) else bool(compile),
         quantize=quantize,
     )
 

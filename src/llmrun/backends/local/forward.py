@@ -170,7 +170,10 @@ class Decoder:
         if screen is None:
             full = self.head
             assert full is not None  # only native decoders, which always have a head, are screenable
-            screen = self.screens[vocab] = ScreenedHead(module.weight, module.bias, vocab, full)
+            from llmrun.backends.local.cpu_kernels import screened_head_class  # by what the CPU has
+
+            screen = screened_head_class()(module.weight, module.bias, vocab, full)
+            self.screens[vocab] = screen
         return screen
 
 
@@ -188,7 +191,7 @@ def build_decoder(
     native: bool = True,
     layouts: bool | None = None,
     head_dtype: torch.dtype | None = None,
-    compile: bool = False,
+    compile: bool | str = False,
     quantize: str = "none",
 ) -> Decoder:
     """Prepare ``model`` (a transformers causal LM) for :class:`Session` decoding.
@@ -226,7 +229,8 @@ def build_decoder(
     if native and head is not None:
         spec = _build_native(hf, base, model_type, float_linears(layouts))
         if spec is not None:
-            compiled = torch.compile(decode_step, fullgraph=True) if compile else None
+            mode = compile if isinstance(compile, str) else None  # e.g. "reduce-overhead": CUDA graphs
+            compiled = torch.compile(decode_step, fullgraph=True, mode=mode) if compile else None
             screenable = layouts and head_dtype is None and can_screen(head.weight)
             return Decoder(
                 weakref.ref(model),
@@ -251,7 +255,7 @@ def _build_int8(
     fingerprint: tuple[Any, ...],
     head_module: Any,
 ) -> Decoder:
-    from llmrun.backends.local.quantize import Int8Linear
+    from llmrun.backends.local.cpu_kernels import int8_linears
     from llmrun.errors import UnsupportedFeatureError
 
     device = next(model.parameters()).device
@@ -260,14 +264,15 @@ def _build_int8(
             f"quantize='int8' is a CPU fast path, but the model is on {device}; "
             "on a GPU use dtype='bfloat16' (or float16) instead"
         )
-    spec = _build_native(hf, base, model_type, Int8Linear) if head_module is not None else None
+    make = int8_linears()  # the kernel this CPU runs fastest (:mod:`.cpu_kernels`)
+    spec = _build_native(hf, base, model_type, make) if head_module is not None else None
     if spec is None:
         raise UnsupportedFeatureError(
             f"quantize='int8' needs llmrun's own forward (gpt_neox or llama models built from plain "
             f"nn.Linear layers); this {type(model).__name__} ({model_type or 'unknown type'}) runs through "
             "transformers' forward, so use quantize='none'"
         )
-    return Decoder(weakref.ref(model), Int8Linear([head_module]), base, fingerprint, native=spec)
+    return Decoder(weakref.ref(model), make([head_module]), base, fingerprint, native=spec)
 
 
 def _base_model(model: nn.Module) -> nn.Module:

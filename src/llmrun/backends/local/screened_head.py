@@ -91,8 +91,7 @@ class ScreenedHead:
         approx = self.screen(x)  # [B, V'] float32 (computed in bfloat16)
         if self.bias is not None:
             approx = approx + self.bias[: self.vocab_size]
-        err = self.scale * (x.abs().sum(dim=-1, keepdim=True) * _INT8_ERROR)  # [B, V']
-        err = err.add_(approx.abs(), alpha=_OUTPUT_ERROR)
+        err = self.error_bound(x, approx)  # [B, V']
         floor = (approx - err).amax(dim=-1, keepdim=True)  # [B, 1] the best lower bound
         upper = approx.add_(err)  # [B, V']
         candidate = upper >= floor  # [B, V']
@@ -106,6 +105,11 @@ class ScreenedHead:
         exact[:, : self.vocab_size] = candidate
         exact[:, self.vocab_size :] = True  # -inf, exactly: never chosen
         return logits, exact
+
+    def error_bound(self, x: torch.Tensor, approx: torch.Tensor) -> torch.Tensor:
+        """A bound of ``|exact - approx|`` per logit ``[B, V']`` for inputs ``x`` ``[B, H]`` (module doc)."""
+        err = self.scale * (x.abs().sum(dim=-1, keepdim=True) * _INT8_ERROR)  # [B, V']
+        return err.add_(approx.abs(), alpha=_OUTPUT_ERROR)
 
     def _full(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.full(x).float()
