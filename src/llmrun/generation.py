@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmrun.checks import is_finite_number, is_int
 from llmrun.errors import InvalidInputError
 
 #: Token budget of an untyped call when ``max_new_tokens`` is not set.
@@ -103,17 +103,17 @@ def option_problem(name: str, value: object) -> str | None:
         items = (value,) if isinstance(value, str) else value
         ok = isinstance(items, list | tuple) and all(isinstance(s, str) and s for s in items)
     elif name in ("max_new_tokens", "top_k"):
-        ok = _is_int(value) and value > 0  # type: ignore[operator]
+        ok = is_int(value) and value > 0
     elif name == "seed":
-        ok = _is_int(value) and SEED_MIN <= value <= SEED_MAX  # type: ignore[operator]
+        ok = is_int(value) and SEED_MIN <= value <= SEED_MAX
     elif name == "temperature":
-        ok = _is_finite(value) and value >= 0  # type: ignore[operator]
+        ok = is_finite_number(value) and value >= 0
     elif name == "top_p":
-        ok = _is_finite(value) and 0 < value <= 1  # type: ignore[operator]
+        ok = is_finite_number(value) and 0 < value <= 1
     elif name == "repetition_penalty":
-        ok = _is_finite(value) and value > 0  # type: ignore[operator]
+        ok = is_finite_number(value) and value > 0
     elif name == "retries":
-        ok = _is_int(value) and 0 <= value <= MAX_RETRIES  # type: ignore[operator]
+        ok = is_int(value) and 0 <= value <= MAX_RETRIES
     else:
         return None
     return None if ok else _RULES[name]
@@ -127,14 +127,6 @@ def _check(cfg: GenerationConfig) -> None:
         problem = option_problem(f.name, value)
         if problem:
             raise InvalidInputError(f"{f.name}={value!r} is invalid: {problem}")
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_finite(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:

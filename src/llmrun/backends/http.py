@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
+from llmrun.checks import is_int_at_least, is_number_at_least
 from llmrun.errors import (
     AuthenticationError,
     BackendError,
@@ -294,8 +295,7 @@ def append_note(error: BaseException, note: str) -> None:
 
 def check_seconds(backend: str, name: str, value: object, allow_zero: bool = False) -> None:
     """A finite number of seconds (> 0, or >= 0 with ``allow_zero``), else ConfigurationError."""
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or float(value) < 0 or (float(value) == 0 and not allow_zero):  # type: ignore[arg-type]
+    if not is_number_at_least(value, 0, strict=not allow_zero):
         rule = ">= 0" if allow_zero else "> 0"
         raise ConfigurationError(
             f"{backend} option {name}={value!r} is invalid: it must be a number of seconds {rule}"
@@ -304,7 +304,7 @@ def check_seconds(backend: str, name: str, value: object, allow_zero: bool = Fal
 
 def check_count(backend: str, name: str, value: object, minimum: int = 1) -> None:
     """An integer >= ``minimum`` (not a bool, not a string), else ConfigurationError."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_int_at_least(value, minimum):
         raise ConfigurationError(
             f"{backend} option {name}={value!r} is invalid: it must be an integer >= {minimum}"
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from llmrun.checks import is_int
 from llmrun.errors import InvalidInputError, SchemaError
 from llmrun.generation import GenerationConfig
 from llmrun.runner import OutputSpec
@@ -116,9 +117,9 @@ def completion_prompts(body: dict[str, Any]) -> list[str | list[int]]:
     if isinstance(prompt, list) and prompt:
         if all(isinstance(p, str) for p in prompt):
             return list(prompt)
-        if all(_is_int(t) for t in prompt):
+        if all(is_int(t) for t in prompt):
             return [list(prompt)]
-        if all(isinstance(p, list) and p and all(_is_int(t) for t in p) for p in prompt):
+        if all(isinstance(p, list) and p and all(is_int(t) for t in p) for p in prompt):
             return [list(p) for p in prompt]
     raise bad_request(
         "prompt must be a string, a non-empty list of strings, or token ids (a list of integers, or lists)",
@@ -156,15 +157,11 @@ def _asks_nothing(value: object, allowed: tuple[Any, ...]) -> bool:
     return any(value == a and kind is type(a) for a in allowed)
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _int(body: dict[str, Any], name: str, lo: int | None, hi: int | None = None) -> int | None:
     value = body.get(name)
     if value is None:
         return None
-    if not _is_int(value) or (lo is not None and value < lo) or (hi is not None and value > hi):
+    if not is_int(value) or (lo is not None and value < lo) or (hi is not None and value > hi):
         bounds = f" in {lo}..{hi}" if hi is not None else f" >= {lo}" if lo is not None else ""
         raise bad_request(f"{name}={value!r} is invalid: it must be an integer{bounds}", name)
     return int(value)

@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from llmrun.checks import is_int
 from llmrun.config import ENV_PREFIX, Option, from_env_text, read_config_file
 from llmrun.errors import ConfigurationError
 
@@ -50,10 +51,10 @@ class ServeSettings:
 
         if not isinstance(self.host, str) or not self.host:
             raise bad("host", "give a host name or address such as 127.0.0.1")
-        if not _is_int(self.port) or not 0 <= self.port <= 65535:
+        if not is_int(self.port) or not 0 <= self.port <= 65535:
             raise bad("port", "use an integer in 0..65535 (0 picks a free port)")
         for name in ("max_batch_size", "max_queue", "max_body_bytes"):
-            if not _is_int(getattr(self, name)) or getattr(self, name) < 1:
+            if not is_int(getattr(self, name)) or getattr(self, name) < 1:
                 raise bad(name, "use a positive integer")
         for name in ("timeout_s", "shutdown_grace_s"):
             value = getattr(self, name)
@@ -100,7 +101,3 @@ class ServeSettings:
             elif name in section:
                 values[name] = section[name]
         return cls(**values)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
