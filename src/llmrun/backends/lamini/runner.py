@@ -41,10 +41,13 @@ _WHOLE_CALL_ERRORS = (AuthenticationError, ModelNotFoundError)
 class LaminiRunner(ModelRunner):
     """Run ``model_name`` on Lamini (``/v1/completions``), typed or not.
 
-    Key and URL: ``api_key``/``api_url`` > ``config`` (the 2023
-    ``{"production.key": ..., "production.url": ...}``) > ``LAMINI_API_KEY``/
-    ``LAMINI_API_URL`` > ``~/.lamini/configure.yaml``; a missing key raises
-    :class:`~llmrun.errors.ConfigurationError` here, before any request.
+    Key and URL: ``api_key``/``api_url`` (an argument, or llmrun's own settings:
+    ``LLMRUN_API_KEY``/``LLMRUN_API_URL``, ``[lamini]`` in ``llmrun.toml``) > ``config``
+    (the 2023 ``{"production.key": ..., "production.url": ...}``) > ``LAMINI_API_KEY``/
+    ``LAMINI_API_URL`` > 2023's ``POWERML__PRODUCTION__KEY``/``_URL`` > ``lamini.api_key``/
+    ``lamini.api_url`` > ``~/.lamini/configure.yaml`` > 2023's
+    ``~/.powerml/configure_llama.yaml`` (see :mod:`llmrun.backends.lamini.credentials`); a
+    missing key raises :class:`~llmrun.errors.ConfigurationError` here, before any request.
 
     ``timeout``: seconds each HTTP request may take (timeouts are not retried).
     ``max_retries``, ``backoff_base``, ``backoff_max``, ``max_retry_wait``: see
