@@ -13,7 +13,7 @@ import pytest
 torch = pytest.importorskip("torch")
 xgr = pytest.importorskip("xgrammar")
 
-from llmrun.backends.local import grammar  # noqa: E402
+from llmrun.backends.local import grammar, grammar_tokens  # noqa: E402
 from llmrun.backends.local.schema_bounds import (  # noqa: E402
     CLOSE_SLACK,
     ITEMS_PER_TOKENS,
@@ -325,13 +325,13 @@ def test_vocabulary_type_is_detected(tokenizer: Any) -> None:
 def test_fast_token_tables_match_those_from_xgrammars_vocabulary(tokenizer: Any) -> None:
     width = _width(tokenizer)
     info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=width)
-    fast = grammar._token_tables(info, tokenizer, width)
+    fast = grammar_tokens.token_tables(info, tokenizer, width)
 
     class NotFast:  # no backend_tokenizer: the tables come from xgrammar's decoded_vocab
         all_special_ids = tokenizer.all_special_ids
         added_tokens_decoder = tokenizer.added_tokens_decoder
 
-    slow = grammar._token_tables(info, NotFast(), width)
+    slow = grammar_tokens.token_tables(info, NotFast(), width)
     for name in ("allowed_bits", "stop_bits", "after_ed_bits"):
         assert torch.equal(getattr(fast, name), getattr(slow, name)), name
     for a, b in zip(fast.closing_bits, slow.closing_bits, strict=True):
