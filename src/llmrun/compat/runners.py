@@ -25,12 +25,8 @@ from llmrun.errors import DataError, InvalidInputError
 from llmrun.schema import Context, Type, check_output_type
 
 
-class QuestionAnswerModel(BasicModelRunner):
-    """2023's question answering runner: ``get_answer(question)`` / ``get_answers([...])``.
-
-    The prompt is the question itself (2023's ``{input:question}``) and the
-    answer comes typed, as ``{"answer": str}``, as it did on Lamini.
-    """
+class _TaskRunner(BasicModelRunner):
+    """A 2023 task runner: its positional arguments came as (model_name, task_name, config, enable_peft)."""
 
     def __init__(
         self,
@@ -42,6 +38,14 @@ class QuestionAnswerModel(BasicModelRunner):
     ) -> None:
         # 2023 ordered these (model_name, task_name, config, enable_peft)
         super().__init__(model_name, task_name, enable_peft, config, **kwargs)
+
+
+class QuestionAnswerModel(_TaskRunner):
+    """2023's question answering runner: ``get_answer(question)`` / ``get_answers([...])``.
+
+    The prompt is the question itself (2023's ``{input:question}``) and the
+    answer comes typed, as ``{"answer": str}``, as it did on Lamini.
+    """
 
     def get_answer(self, question: str, **options: Any) -> str:
         """The answer to one question."""
@@ -329,23 +333,12 @@ class MistralRunner(LlamaV2Runner):
     DEFAULT_SYSTEM_PROMPT = MISTRAL_SYSTEM_PROMPT
 
 
-class AutocompleteRunner(BasicModelRunner):
+class AutocompleteRunner(_TaskRunner):
     """2023's autocomplete runner: continue text; training splits each text at a random point.
 
     The split point comes from :mod:`random` (seed it for repeatable data), at
     least one character on each side.
     """
-
-    def __init__(
-        self,
-        model_name: str | None = None,
-        task_name: str | None = None,
-        config: Mapping[str, Any] | None = None,
-        enable_peft: bool = False,
-        **kwargs: Any,
-    ) -> None:
-        # 2023 ordered these (model_name, task_name, config, enable_peft)
-        super().__init__(model_name, task_name, enable_peft, config, **kwargs)
 
     def load_data(self, data: Any, verbose: bool = False, *args: Any, **kwargs: Any) -> None:
         """Add every string field of each Type value (or of each dict) as text to complete."""
