@@ -13,6 +13,7 @@ Standard library only: :mod:`llmrun.errors` imports it.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import weakref
 from typing import Any
@@ -36,6 +37,10 @@ REDACTED_LOGGERS = (
     "httpx",
     "httpx2",
 )
+
+#: Keys shorter than this are redacted only where they stand alone (not inside a longer word):
+#: replacing every ``a`` of a one-letter key would garble every message.
+SHORT_KEY = 8
 
 _live: weakref.WeakSet[Secret] = weakref.WeakSet()
 _lock = threading.Lock()
@@ -64,7 +69,7 @@ class Secret:
 
     def redact(self, text: str) -> str:
         """``text`` with every occurrence of this secret replaced by ``***``."""
-        return text.replace(self._value, "***") if self._value else text
+        return _replace(text, self._value) if self._value else text
 
     def __repr__(self) -> str:
         return "Secret('***')"
@@ -81,8 +86,15 @@ def redact(text: str) -> str:
         values = sorted((s.reveal() for s in _live), key=len, reverse=True)
     for value in values:
         if value in text:
-            text = text.replace(value, "***")
+            text = _replace(text, value)
     return text
+
+
+def _replace(text: str, value: str) -> str:
+    """``text`` with ``value`` replaced by ``***``; a short value only where it stands alone."""
+    if len(value) >= SHORT_KEY:
+        return text.replace(value, "***")
+    return re.sub(rf"(?<![\w-]){re.escape(value)}(?![\w-])", "***", text)
 
 
 def redact_any(value: Any) -> Any:
