@@ -16,6 +16,7 @@ from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from llmrun.checks import is_finite_number, is_int, is_int_at_least, is_number_at_least
 from llmrun.errors import ConfigurationError
 
 Method = Literal["auto", "full", "lora"]
@@ -169,17 +170,17 @@ def _check_options(o: TrainOptions) -> None:
     def positive_int(name: str, value: object, *, allow_none: bool = False, minimum: int = 1) -> None:
         if value is None and allow_none:
             return
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        if not is_int_at_least(value, minimum):
             extra = " or None" if allow_none else ""
             raise bad(name, value, f"it must be an integer >= {minimum}{extra}")
 
     def number(name: str, value: object, low: float, high: float, *, low_open: bool = False) -> None:
-        ok = False
-        if isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value):
-            ok = (value > low if low_open else value >= low) and value <= high
-        if not ok:
+        if not (
+            is_number_at_least(value, low, strict=low_open) and is_finite_number(value) and value <= high
+        ):
             left = "(" if low_open else "["
-            raise bad(name, value, f"it must be a number in {left}{low}, {high}]")
+            right = ")" if high == math.inf else "]"
+            raise bad(name, value, f"it must be a finite number in {left}{low}, {high}{right}")
 
     if o.method not in ("auto", "full", "lora"):
         raise bad("method", o.method, "it must be 'auto', 'full' or 'lora'")
@@ -194,7 +195,7 @@ def _check_options(o: TrainOptions) -> None:
     number("weight_decay", o.weight_decay, 0.0, 1.0)
     if o.max_grad_norm is not None:
         number("max_grad_norm", o.max_grad_norm, 0.0, math.inf, low_open=True)
-    if isinstance(o.seed, bool) or not isinstance(o.seed, int):
+    if not is_int(o.seed):
         raise bad("seed", o.seed, "it must be an integer")
     number("eval_fraction", o.eval_fraction, 0.0, 0.5)
     for name in ("bf16", "gradient_checkpointing", "resume"):
