@@ -13,6 +13,7 @@ import json
 import math
 from collections.abc import Mapping
 from typing import Any, TypeGuard
+from urllib.parse import urldefrag
 
 from llmrun.errors import OutputValidationError, SchemaError
 
@@ -35,7 +36,8 @@ class SchemaDocument:
         self.specification: Any = (
             specification_with(dialect, default=DRAFT202012) if isinstance(dialect, str) else DRAFT202012
         )
-        base = self.specification.id_of(schema) or ""
+        # draft 4-7 ids often end in an empty fragment ("https://x/schema#"): refs resolve against the URL
+        base = urldefrag(self.specification.id_of(schema) or "").url
         resource = self.specification.create_resource(schema)
         self.registry: Any = Registry().with_resource(uri=base, resource=resource)
         self.base_uri = base

@@ -11,8 +11,12 @@ validation of every reply against the original schema (the keywords listed last 
   and ``anyOf`` branches that need it disappear; a schema that cannot do without it is refused).
 * ``allOf`` and ``$ref`` with siblings are merged: types intersected, bounds tightened,
   properties merged, enum values filtered by validating them (``jsonschema``).
-* ``oneOf`` becomes ``anyOf`` after making branches that might overlap disjoint where that is
-  safe (an optional property that another branch requires is left out); the reply is validated.
+* ``allOf``/``anyOf``/``oneOf`` parts are read within their siblings (a branch sees the properties
+  next to it). ``oneOf`` becomes ``anyOf`` after making branches that might overlap disjoint where
+  that is safe (a property with disjoint enums becomes required, or an optional property that
+  another branch requires is left out); a branch whose values always meet another is dropped;
+  the reply is validated. ``if``/``then``/``else`` and ``not`` are applied as far as
+  :mod:`~llmrun.backends.local.schema_conditions` can say exactly.
 * Untyped nodes (``{}``, ``true``) are any JSON value nested at most :data:`ANY_DEPTH` deep.
   Nodes without ``type`` but with keywords of one type (``properties``, ``minLength``...)
   take the types their keywords name.
@@ -28,9 +32,10 @@ validation of every reply against the original schema (the keywords listed last 
   they are not anchored, since the grammar matches whole strings.
 * ``uniqueItems`` on items from a few values (enum, booleans) allows one item (it would
   repeat otherwise).
-* Left to the reply's validation: ``if``/``then``/``else``, ``contains``, other ``uniqueItems``,
-  ``dependentSchemas`` on a required key, a general ``not``, ``minLength``/``maxLength`` next to
-  a ``pattern``.
+* Integers stay within 64 bits (all the grammar engine writes); a ``pattern`` next to a
+  ``maxLength`` is fitted to it where it can be.
+* Left to the reply's validation: ``contains``, other ``uniqueItems``, ``dependentSchemas`` on a
+  required key, the ``not`` and ``if`` forms not listed there, ``minLength`` next to a ``pattern``.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import math
 from fractions import Fraction
 from typing import Any
 
+from llmrun.backends.local.schema_conditions import apart, conditional, implies, negate
 from llmrun.backends.local.schema_keywords import (
     clean_number,
     integer_bounds,
@@ -73,6 +79,7 @@ _TYPE_KEYWORDS = {
 }  # fmt: skip
 Atom = dict[str, Any]
 Atoms = list[Atom]
+_REF_KEYS = ("$ref", "$dynamicRef", "$recursiveRef")
 
 
 def normalize_schema(schema: Any, document: SchemaDocument | None = None) -> dict[str, Any]:
@@ -108,9 +115,10 @@ class _Normalizer:
         self.visits = 0  # $ref followed so far
 
     # ----------------------------------------------------------------- nodes
-    def atoms(self, node: Any, resolver: Any, refs: tuple[str, ...]) -> Atoms:
+    def atoms(self, node: Any, resolver: Any, refs: tuple[str, ...], base: Atoms | None = None) -> Atoms:
+        """The alternatives ``node`` allows; within ``base`` (what its siblings allow) when given."""
         if node is True or node == {}:
-            return any_atoms()
+            return any_atoms() if base is None else list(base)
         if node is False:
             self.dropped.append("a subschema is false")
             return []
@@ -118,22 +126,23 @@ class _Normalizer:
             raise SchemaError(f"a subschema must be an object or a boolean, got {node!r}")
         if isinstance(node.get("$id"), str):
             resolver = resolver.in_subresource(self.document.specification.create_resource(node))
-        own = self.own_atoms(node, resolver, refs)
-        parts = [] if own is None else [own]
-        for key in ("$ref", "$dynamicRef", "$recursiveRef"):
-            if isinstance(node.get(key), str):
-                parts.append(self.ref(node[key], resolver, refs))
-        for sub in node.get("allOf") or ():
-            parts.append(self.atoms(sub, resolver, refs))
+        out = base
+        parts = [self.own_atoms(node, resolver, refs)]
+        parts += [self.ref(node[k], resolver, refs) for k in _REF_KEYS if isinstance(node.get(k), str)]
+        for part in parts:
+            if part is not None:
+                out = part if out is None else self.intersect(out, part)
+        for sub in node.get("allOf") or ():  # each part within the others: conditions see their siblings
+            out = self.atoms(sub, resolver, refs, out)
         if "anyOf" in node:
-            parts.append([a for sub in node["anyOf"] for a in self.atoms(sub, resolver, refs)])
+            out = [a for sub in node["anyOf"] for a in self.atoms(sub, resolver, refs, out)]
         if "oneOf" in node:
-            parts.append(self.one_of([self.atoms(sub, resolver, refs) for sub in node["oneOf"]]))
-        out = parts[0] if parts else any_atoms()
-        for part in parts[1:]:
-            out = self.intersect(out, part)
-        if isinstance(node.get("not"), dict):
-            out = self.apply_not(out, node["not"])
+            out = self.one_of([self.atoms(sub, resolver, refs, out) for sub in node["oneOf"]])
+        out = any_atoms() if out is None else out
+        if "if" in node:
+            out = conditional(self, node, out, resolver, refs)
+        if "not" in node:
+            out = negate(self, out, node["not"], exact=False)
         return out
 
     def ref(self, ref: str, resolver: Any, refs: tuple[str, ...]) -> Atoms:
@@ -279,7 +288,7 @@ class _Normalizer:
                 atom["properties"][name] = self.atoms(sub, resolver, refs)
         for name in required:  # a required key the schema never defines: the schema extra keys get
             if name not in atom["properties"]:
-                atom["properties"][name] = self._extra_schema(atom, name)
+                atom["properties"][name] = self.extra_schema(atom, name)
         atom["required"] = list(dict.fromkeys(required))
         return self._settle(atom)
 
@@ -289,7 +298,7 @@ class _Normalizer:
         deps.update(node.get("dependentSchemas") or {})
         return name in deps and name not in (node.get("required") or ())
 
-    def _extra_schema(self, atom: Atom, name: str) -> Atoms:
+    def extra_schema(self, atom: Atom, name: str) -> Atoms:
         matched = [s for p, s in atom.get("patternProperties", {}).items() if search(p, name)]
         if matched:
             out: Atoms = matched[0]
@@ -304,6 +313,12 @@ class _Normalizer:
 
     def _settle(self, atom: Atom) -> Atom | None:
         """Drop optional properties that no value fits; refuse the atom when a required one has none."""
+        patterns = atom.get("patternProperties") or {}
+        if not all(patterns.values()):  # keys of a pattern no value fits: none, and no other extra keys
+            atom["patternProperties"] = {p: v for p, v in patterns.items() if v}
+            atom["additionalProperties"] = False
+            if not atom["patternProperties"]:
+                del atom["patternProperties"]
         for name, sub in list(atom["properties"].items()):
             if not sub:
                 if name in atom["required"]:
@@ -394,8 +409,8 @@ class _Normalizer:
     def _merge_objects(self, a: Atom, b: Atom, out: Atom) -> Atom | None:
         props: dict[str, Atoms] = {}
         for name in dict.fromkeys([*a.get("properties", {}), *b.get("properties", {})]):
-            x = a.get("properties", {}).get(name) or self._extra_schema(a, name)
-            y = b.get("properties", {}).get(name) or self._extra_schema(b, name)
+            x = a.get("properties", {}).get(name) or self.extra_schema(a, name)
+            y = b.get("properties", {}).get(name) or self.extra_schema(b, name)
             props[name] = self.intersect(x, y)
         out["properties"] = props
         out["required"] = list(dict.fromkeys([*a.get("required", ()), *b.get("required", ())]))
@@ -415,46 +430,12 @@ class _Normalizer:
             for atom in branch:
                 for j, other in enumerate(branches):
                     if i != j:
-                        atom = self._apart(atom, other)
+                        atom = apart(atom, other)
+                if any(implies(atom, o) for j, other in enumerate(branches) if i != j for o in other):
+                    self.dropped.append("a oneOf branch's values are always valid for another branch too")
+                    continue
                 out.append(atom)
         return out
-
-    def _apart(self, atom: Atom, others: Atoms) -> Atom:
-        for other in others:
-            if atom.get("type") != "object" or other.get("type") != "object":
-                continue
-            mine = set(atom.get("required", ()))
-            for key in other.get("required", ()):
-                if (
-                    key not in mine
-                    and key in atom.get("properties", {})
-                    and "additionalProperties" not in atom
-                ):
-                    atom = {**atom, "properties": {k: v for k, v in atom["properties"].items() if k != key}}
-                    break
-        return atom
-
-    def apply_not(self, atoms: Atoms, negated: dict[str, Any]) -> Atoms:
-        """Apply the ``not`` forms that tightening can meet; others are left to the reply's validation."""
-        keys = set(negated) - {"title", "description"}
-        if keys == {"required"}:
-            banned = list(negated["required"])
-            out = []
-            for atom in atoms:
-                if atom.get("type") == "object" and all(k in atom.get("required", ()) for k in banned):
-                    continue
-                if atom.get("type") == "object" and banned and "additionalProperties" not in atom:
-                    key = next(k for k in banned if k not in atom.get("required", ()))
-                    atom = {
-                        **atom,
-                        "properties": {k: v for k, v in atom.get("properties", {}).items() if k != key},
-                    }
-                out.append(atom)
-            return out
-        if keys <= {"enum", "const"}:
-            bad = [negated["const"]] if "const" in negated else list(negated.get("enum") or ())
-            return [{"enum": [v for v in a["enum"] if v not in bad]} if "enum" in a else a for a in atoms]
-        return atoms
 
 
 def to_schema(atoms: Atoms) -> dict[str, Any] | bool:

@@ -21,14 +21,34 @@ from llmrun.errors import UnsupportedFeatureError
 __all__ = ["anchor_pattern", "bound_pattern", "cap_repeats", "char_bytes", "pattern_width", "where"]
 
 
-def anchor_pattern(pattern: str) -> str:
-    """``pattern`` (matched anywhere, as JSON Schema says) as a whole-string pattern for the grammar."""
+def anchor_pattern(pattern: str, max_length: int | None = None) -> str:
+    """``pattern`` (matched anywhere, as JSON Schema says) as a whole-string pattern for the grammar.
+
+    With ``max_length`` (the string's ``maxLength``) the pattern is tightened to match at most
+    that many characters where it can be: its unbounded repeats capped, else its unanchored
+    ends left unpadded (``[0-9]{10}`` with ``maxLength: 10`` is the ten digits alone). Control
+    characters written raw (a NUL in ``[^\\x00]``) are written as ``\\xNN`` escapes.
+    """
+    pattern = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", pattern)
     if _top_level_alternation(pattern):
         return pattern  # the grammar matches one alternative whole: a subset of what the pattern allows
     starts = pattern.startswith("^")
     ends = pattern.endswith("$") and not pattern.endswith("\\$")
     body = pattern[1 if starts else 0 : len(pattern) - 1 if ends else None]
-    return "^" + ("" if starts else ".*") + body + ("" if ends else ".*") + "$"
+    anchored = "^" + ("" if starts else ".*") + body + ("" if ends else ".*") + "$"
+    if max_length is None:
+        return anchored
+    for candidate in (anchored, "^" + body + "$"):  # the second: a subset (no padding)
+        try:
+            bounded = bound_pattern(candidate, max_length, ())
+            if pattern_width(bounded, ()) <= max_length:
+                return bounded
+        except UnsupportedFeatureError:
+            break
+    return anchored
+
+
+_CONTROL = re.compile(r"(?<!\\)[\x00-\x1f]")
 
 
 def _top_level_alternation(pattern: str) -> bool:

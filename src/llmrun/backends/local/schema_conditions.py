@@ -1,0 +1,233 @@
+"""``not``, ``if``/``then``/``else`` and ``oneOf`` for the normalizer: what a failing subschema leaves.
+
+The normalizer (:mod:`~llmrun.backends.local.schema_normalize`) works on *atoms* (one type with
+its keywords, or an enum). Here:
+
+* :func:`negate` keeps the alternatives whose values fail a subschema. It understands the forms
+  real schemas use: ``{}``/``true``/``false``, ``type``, ``enum``/``const``, ``required``,
+  ``properties`` (with ``required`` and ``type: object``), ``anyOf``/``allOf`` of those. With
+  ``exact`` it returns a subset that surely fails the subschema (what ``if``/``else`` needs);
+  without, a form it cannot express leaves the alternatives as they are, and the validation
+  of every reply catches the rest (``not``).
+* :func:`conditional` writes ``if``/``then``/``else`` as ``(if and then) or (not-if and else)``,
+  the second part only where :func:`negate` can say it exactly; when neither part is left
+  (an ``if`` it cannot negate whose ``then`` contradicts the rest) the keywords are left to
+  the reply's validation.
+* :func:`apart` tightens a ``oneOf`` branch so that no value of it is valid for another branch:
+  a property both branches name with disjoint enums becomes required (a discriminator), else an
+  optional key the other branch requires is left out.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from llmrun.backends.local.schema_keywords import search
+
+if TYPE_CHECKING:
+    from llmrun.backends.local.schema_normalize import _Normalizer
+
+Atom = dict[str, Any]
+Atoms = list[Atom]
+
+#: Keywords that never make a value fail (annotations and identifiers).
+ANNOTATIONS = frozenset(
+    {"title", "description", "$comment", "examples", "default", "deprecated", "readOnly", "writeOnly",
+     "$id", "id", "$schema", "$anchor", "contentEncoding", "contentMediaType", "nullable"}
+)  # fmt: skip
+
+
+def negate(n: _Normalizer, atoms: Atoms, negated: Any, exact: bool) -> Atoms:
+    """The alternatives of ``atoms`` (narrowed) whose values fail ``negated`` (see the module docstring)."""
+    out = _negate(n, atoms, negated, exact)
+    if out is None:
+        return [] if exact else atoms
+    return out
+
+
+def _negate(n: _Normalizer, atoms: Atoms, negated: Any, exact: bool) -> Atoms | None:
+    if negated is True:
+        return []
+    if negated is False:
+        return atoms
+    if not isinstance(negated, dict):
+        return None
+    keys = set(negated) - ANNOTATIONS
+    if not keys:
+        return []
+    # enum alternatives: keep the values the validator says fail ``negated`` (exact for every form)
+    enums = [{"enum": kept} for a in atoms if "enum" in a if (kept := _failing(n, a["enum"], negated))]
+    typed = [a for a in atoms if "enum" not in a]
+    if keys == {"anyOf"}:
+        out: Atoms | None = typed
+        for branch in negated["anyOf"]:
+            out = _negate(n, out, branch, exact) if out is not None else None
+        return None if out is None else enums + out
+    if keys == {"allOf"}:
+        parts = [_negate(n, typed, branch, exact) for branch in negated["allOf"]]
+        if all(p is None for p in parts):
+            return None
+        return enums + [a for p in parts if p for a in p]
+    if keys == {"type"}:
+        return enums + [k for a in typed if (k := _not_type(a, negated["type"], exact)) is not None]
+    if keys <= {"enum", "const"}:
+        bad = [negated["const"]] if "const" in negated else list(negated.get("enum") or ())
+        return enums + [k for a in typed if (k := _not_values(n, a, bad, exact)) is not None]
+    if keys <= {"properties", "required", "type"} and negated.get("type", "object") == "object":
+        out = enums + [v for a in typed for v in _not_object(n, a, negated)]
+        if not out and typed and not exact:
+            return None  # nothing it can say exactly: leave it to the validation
+        return out
+    return None
+
+
+def _failing(n: _Normalizer, values: list[Any], negated: dict[str, Any]) -> list[Any]:
+    return [v for v in values if n.document.is_valid(v, {"not": negated})]
+
+
+def _not_type(atom: Atom, kind: Any, exact: bool) -> Atom | None:
+    kinds = {kind} if isinstance(kind, str) else set(kind)
+    t = atom["type"]
+    if t in kinds or (t == "integer" and "number" in kinds):
+        return None
+    if t == "number" and "integer" in kinds and exact:
+        return None  # the grammar cannot leave whole numbers out
+    return atom
+
+
+def _not_values(n: _Normalizer, atom: Atom, bad: list[Any], exact: bool) -> Atom | None:
+    from llmrun.backends.local.schema_normalize import to_schema
+
+    if atom["type"] in ("boolean", "null"):
+        values = [True, False] if atom["type"] == "boolean" else [None]
+        kept = _failing(n, values, {"enum": bad})
+        return {"enum": kept} if kept else None
+    schema = to_schema([atom])
+    if exact and any(n.document.is_valid(b, schema) for b in bad):
+        return None  # a value the grammar cannot leave out fits the alternative
+    return atom
+
+
+def _not_object(n: _Normalizer, atom: Atom, negated: dict[str, Any]) -> Atoms:
+    """Objects of ``atom`` failing ``{properties, required, type: object}``: a key missing or a bad value."""
+    if atom["type"] != "object":
+        return [atom] if negated.get("type") == "object" else []  # ``properties`` holds for non-objects
+    out: Atoms = []
+    for key in negated.get("required") or ():
+        slim = without(atom, str(key))
+        if slim is not None:
+            out.append(slim)
+    props: dict[str, Any] = atom.get("properties") or {}
+    for key, sub in (negated.get("properties") or {}).items():
+        current = props.get(key) or n.extra_schema(atom, key)
+        failing = _negate(n, current, sub, exact=True)
+        if failing:
+            required = list(dict.fromkeys([*atom.get("required", ()), key]))
+            out.append({**atom, "properties": {**props, key: failing}, "required": required})
+    return out
+
+
+def without(atom: Atom, key: str) -> Atom | None:
+    """``atom`` with ``key`` surely absent; None when it may not be (required, or an extra key may be it)."""
+    if key in atom.get("required", ()):
+        return None
+    patterns = atom.get("patternProperties") or {}
+    if any(search(p, key) for p in patterns):
+        return None
+    extra = atom.get("additionalProperties")
+    props = atom.get("properties") or {}
+    rest = {k: v for k, v in props.items() if k != key}
+    if extra is None:
+        named = len(props) + len(patterns)
+        if not named or atom.get("minProperties", 0) > len(props):
+            return None  # free keys (see ``to_schema``): the key may come back as one
+    elif extra:  # extra keys of some schema: the key may be one
+        return None
+    if not patterns and atom.get("minProperties", 0) > len(rest):
+        return None
+    out = {**atom, "properties": rest, "additionalProperties": False}
+    if not rest:
+        del out["properties"]
+    return out
+
+
+def conditional(
+    n: _Normalizer, node: dict[str, Any], atoms: Atoms, resolver: Any, refs: tuple[str, ...]
+) -> Atoms:
+    """``atoms`` narrowed by ``node``'s ``if``/``then``/``else`` (see the module docstring)."""
+    if "then" not in node and "else" not in node:
+        return atoms
+    cond = node["if"]
+    yes = n.atoms(node.get("then", True), resolver, refs, n.atoms(cond, resolver, refs, atoms))
+    no = negate(n, n.atoms(node.get("else", True), resolver, refs, atoms), _resolved(n, cond, resolver), True)
+    return (yes + no) or atoms
+
+
+def _resolved(n: _Normalizer, cond: Any, resolver: Any) -> Any:
+    """``cond`` with a lone ``$ref`` followed (forms :func:`negate` reads have no refs)."""
+    seen = 0
+    while isinstance(cond, dict) and set(cond) - ANNOTATIONS == {"$ref"} and seen < 8:
+        resolved = resolver.lookup(cond["$ref"])
+        cond, resolver, seen = resolved.contents, resolved.resolver, seen + 1
+    return cond
+
+
+def apart(atom: Atom, others: Atoms) -> Atom:
+    """``atom`` tightened so that its values fail each object alternative of ``others`` where that is safe."""
+    for other in others:
+        if atom.get("type") != "object" or other.get("type") != "object":
+            continue
+        key = _discriminator(atom, other)
+        if key is not None:
+            if key not in atom.get("required", ()):
+                atom = {**atom, "required": [*atom.get("required", ()), key]}
+            continue
+        for key in other.get("required", ()):
+            if key not in atom.get("required", ()):
+                slim = without(atom, key)
+                if slim is not None:
+                    atom = slim
+                    break
+    return atom
+
+
+def implies(atom: Atom, other: Atom) -> bool:
+    """Whether every value of the object alternative ``atom`` surely satisfies ``other`` too.
+
+    True only in the plain case: the same keywords but ``required``, whose keys ``atom`` requires
+    too, and each property ``other`` names the same in ``atom`` (or absent from a closed ``atom``).
+    """
+    if atom.get("type") != "object" or other.get("type") != "object":
+        return False
+    if any(atom.get(k) != v for k, v in other.items() if k not in ("properties", "required")):
+        return False
+    if not set(other.get("required", ())) <= set(atom.get("required", ())):
+        return False
+    mine = atom.get("properties") or {}
+    closed = atom.get("additionalProperties") is False
+    return all(mine.get(k) == v if k in mine else closed for k, v in (other.get("properties") or {}).items())
+
+
+def _discriminator(atom: Atom, other: Atom) -> str | None:
+    """A property both name whose values are enums with nothing in common."""
+    mine, theirs = atom.get("properties") or {}, other.get("properties") or {}
+    for key, here in mine.items():
+        there = theirs.get(key)
+        if not here or not there or not all("enum" in a for a in (*here, *there)):
+            continue
+        left = {_canon(v) for a in here for v in a["enum"]}
+        right = {_canon(v) for a in there for v in a["enum"]}
+        if not left & right:
+            return str(key)
+    return None
+
+
+def _canon(value: Any) -> str:
+    """A key equal for equal JSON scalars (``1`` and ``1.0`` alike, ``true`` apart from ``1``)."""
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if isinstance(value, int | float):
+        return repr(float(value))
+    if isinstance(value, str):
+        return "s" + value
+    return "[container]"  # arrays and objects: taken as possibly equal to any other (never a discriminator)
