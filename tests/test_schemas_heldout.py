@@ -111,6 +111,62 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "properties": {"ts": {"type": "string", "minLength": 10, "maxLength": 10, "pattern": "[0-9]{10,10}"}},
         "required": ["ts"],
     },
+    # BizTalk (SchemaStore): a literal backslash in a pattern, which the engine would write raw
+    "backslash-and-quote-in-patterns": {
+        "type": "object",
+        "properties": {
+            "dll": {"type": "string", "pattern": "^\\w{1,4}[\\\\](\\w{1,3}\\.){0,2}dll$"},
+            "quoted": {"type": "string", "pattern": '^"[a-z]{1,4}"$'},
+            "either": {"type": "string", "pattern": '^[a-z\\\\"]{1,6}$'},
+        },
+        "required": ["dll", "quoted", "either"],
+    },
+    # ``contains``: the first items are ones it asks for
+    "contains": {"type": "array", "items": {"type": "integer"}, "contains": {"const": 3}, "maxItems": 3},
+    # a ref inside a subschema with its own relative $id resolves against that $id
+    "nested-relative-id": {
+        "$id": "https://example.com/root.json",
+        "$defs": {
+            "b": {
+                "$id": "sub/b.json",
+                "type": "object",
+                "properties": {"y": {"$ref": "#/$defs/c"}},
+                "required": ["y"],
+                "$defs": {"c": {"const": 7}},
+            }
+        },
+        "type": "object",
+        "properties": {"x": {"$ref": "sub/b.json"}, "id": {"type": "integer"}},
+        "required": ["x"],
+    },
+    # Swagger 2.0 (SchemaStore): refs into the draft-04 meta-schema, which ships with jsonschema
+    "meta-schema-ref": {
+        "$schema": "http://json-schema.org/draft-04/schema#",
+        "type": "object",
+        "properties": {"title": {"$ref": "http://json-schema.org/draft-04/schema#/properties/title"}},
+        "required": ["title"],
+    },
+    # TSON (SchemaStore): an ``if`` on key names and a count, ``then: false``, a required key named
+    # only by ``anyOf`` at the root
+    "if-property-names-then-false": {
+        "type": "object",
+        "properties": {
+            "items": {
+                "type": "array",
+                "maxItems": 2,
+                "items": {
+                    "type": "object",
+                    "properties": {"id": {"type": "integer"}, "ratio": _NUM, "r": _NUM},
+                    "required": ["id"],
+                    "additionalProperties": True,
+                    "if": {"propertyNames": {"enum": ["ratio", "r"]}, "minProperties": 2},
+                    "then": False,
+                    "else": {"oneOf": [{"required": ["ratio"]}, {"required": ["r"]}]},
+                },
+            }
+        },
+        "anyOf": [{"required": ["items"]}],
+    },
     "not-forms": {
         "type": "object",
         "properties": {
@@ -223,3 +279,23 @@ def test_not_forms_are_applied_exactly() -> None:
     assert props["b"] == {"enum": [False]}
     assert "c" not in props  # ``not: {}``: no value, so the optional key is left out
     assert props["d"] == {"enum": [2]}
+
+
+def test_patterns_match_the_json_text_of_backslashes_and_quotes() -> None:
+    props = normalize_schema(SCHEMAS["backslash-and-quote-in-patterns"])["properties"]
+    assert "(?:\\\\\\\\)" in props["dll"]["pattern"]
+    assert props["quoted"]["pattern"] == '^\\\\"[a-z]{1,4}\\\\"$'
+    assert props["either"]["pattern"] == '^(?:[a-z]|\\\\\\\\|\\\\"){1,6}$'
+
+
+def test_contains_puts_a_matching_item_first() -> None:
+    plain = normalize_schema(SCHEMAS["contains"])
+    assert plain["prefixItems"] == [{"enum": [3]}]
+    assert plain["minItems"] == 1
+
+
+def test_a_required_key_named_only_in_any_of_keeps_its_whole_schema() -> None:
+    plain = normalize_schema(SCHEMAS["if-property-names-then-false"])
+    item = plain["properties"]["items"]["items"]
+    # each item: ``id`` and exactly one of the two keys (the else branch; the if cannot hold with ``id``)
+    assert sorted(sorted(b["required"]) for b in item["anyOf"]) == [["id", "r"], ["id", "ratio"]]

@@ -20,9 +20,11 @@ its keywords, or an enum). Here:
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
-from llmrun.backends.local.schema_keywords import search
+from llmrun.backends.local.schema_keywords import integer_bounds, lower_bound, search, upper_bound
+from llmrun.json_schema import is_finite_number
 
 if TYPE_CHECKING:
     from llmrun.backends.local.schema_normalize import _Normalizer
@@ -68,6 +70,13 @@ def _negate(n: _Normalizer, atoms: Atoms, negated: Any, exact: bool) -> Atoms | 
         if all(p is None for p in parts):
             return None
         return enums + [a for p in parts if p for a in p]
+    if keys == {"propertyNames"}:  # fails where some key fails it: objects with such a required key
+        names = negated["propertyNames"]
+        return enums + [
+            a
+            for a in typed
+            if a["type"] == "object" and any(not n.document.is_valid(k, names) for k in a.get("required", ()))
+        ]
     if keys == {"type"}:
         return enums + [k for a in typed if (k := _not_type(a, negated["type"], exact)) is not None]
     if keys <= {"enum", "const"}:
@@ -78,7 +87,60 @@ def _negate(n: _Normalizer, atoms: Atoms, negated: Any, exact: bool) -> Atoms | 
         if not out and typed and not exact:
             return None  # nothing it can say exactly: leave it to the validation
         return out
+    if len(keys) == 1 and (key := next(iter(keys))) in _BOUNDS and is_finite_number(negated[key]):
+        return enums + [k for a in typed if (k := _not_bound(a, key, negated[key], exact)) is not None]
+    if len(keys) > 1:  # a conjunction fails where one of its parts fails
+        grouped = {"properties", "required", "type"} & keys
+        conjuncts = [{k: negated[k] for k in grouped}] if grouped else []
+        conjuncts += [{k: negated[k]} for k in sorted(keys - grouped)]
+        return _negate(n, atoms, {"allOf": conjuncts}, exact)
     return None
+
+
+#: A bound -> (the type it applies to, the keyword of the values outside it, the shift of the bound).
+_BOUNDS: dict[str, tuple[str, str, int]] = {
+    "minProperties": ("object", "maxProperties", -1), "maxProperties": ("object", "minProperties", 1),
+    "minItems": ("array", "maxItems", -1), "maxItems": ("array", "minItems", 1),
+    "minLength": ("string", "maxLength", -1), "maxLength": ("string", "minLength", 1),
+    "minimum": ("number", "exclusiveMaximum", 0), "maximum": ("number", "exclusiveMinimum", 0),
+    "exclusiveMinimum": ("number", "maximum", 0), "exclusiveMaximum": ("number", "minimum", 0),
+}  # fmt: skip
+
+
+def _not_bound(atom: Atom, key: str, value: float, exact: bool) -> Atom | None:
+    """The values of ``atom`` outside the bound ``{key: value}``; None when there are none."""
+    kind, outside, shift = _BOUNDS[key]
+    if atom["type"] != kind and not (kind == "number" and atom["type"] == "integer"):
+        return None  # the bound does not apply: every value satisfies it
+    if kind == "string" and "pattern" in atom:
+        return None if exact else atom  # the grammar does not count a pattern's characters
+    out = {**atom}
+    bound = value + shift
+    if kind == "number":
+        out[outside] = (
+            bound if outside not in out else (max if "inimum" in outside else min)(out[outside], bound)
+        )
+        if atom["type"] == "integer":
+            return integer_bounds(out)
+        lo, lo_open = lower_bound(out)
+        hi, hi_open = upper_bound(out)
+        if lo is not None and hi is not None and (lo > hi or (lo == hi and (lo_open or hi_open))):
+            return None
+        return out
+    lo_key, hi_key = _COUNTS[kind]
+    if outside == hi_key:
+        out[hi_key] = int(min(out.get(hi_key, bound), bound))
+    else:
+        out[lo_key] = int(max(out.get(lo_key, 0), bound))
+    if out.get(lo_key, 0) > out.get(hi_key, math.inf) or out.get(hi_key, 0) < 0:
+        return None
+    if kind == "object" and len(out.get("required", ())) > out.get(hi_key, math.inf):
+        return None
+    return out
+
+
+_COUNTS = {"object": ("minProperties", "maxProperties"), "array": ("minItems", "maxItems"),
+           "string": ("minLength", "maxLength")}  # fmt: skip
 
 
 def _failing(n: _Normalizer, values: list[Any], negated: dict[str, Any]) -> list[Any]:
@@ -191,21 +253,18 @@ def apart(atom: Atom, others: Atoms) -> Atom:
     return atom
 
 
-def implies(atom: Atom, other: Atom) -> bool:
-    """Whether every value of the object alternative ``atom`` surely satisfies ``other`` too.
+def implies(atom: Atom, sub: Any) -> bool:
+    """Whether every value of the alternative ``atom`` surely satisfies the subschema ``sub`` too.
 
-    True only in the plain case: the same keywords but ``required``, whose keys ``atom`` requires
-    too, and each property ``other`` names the same in ``atom`` (or absent from a closed ``atom``).
+    True only in the plain case: ``sub`` asks for nothing but keys (``required``, maybe
+    ``type: object``) that ``atom`` requires as well.
     """
-    if atom.get("type") != "object" or other.get("type") != "object":
+    if atom.get("type") != "object" or not isinstance(sub, dict):
         return False
-    if any(atom.get(k) != v for k, v in other.items() if k not in ("properties", "required")):
+    keys = set(sub) - ANNOTATIONS
+    if not keys <= {"required", "type"} or sub.get("type", "object") != "object" or "required" not in keys:
         return False
-    if not set(other.get("required", ())) <= set(atom.get("required", ())):
-        return False
-    mine = atom.get("properties") or {}
-    closed = atom.get("additionalProperties") is False
-    return all(mine.get(k) == v if k in mine else closed for k, v in (other.get("properties") or {}).items())
+    return set(sub["required"]) <= set(atom.get("required", ()))
 
 
 def _discriminator(atom: Atom, other: Atom) -> str | None:

@@ -40,6 +40,7 @@ validation of every reply against the original schema (the keywords listed last 
 
 from __future__ import annotations
 
+import json
 import math
 from fractions import Fraction
 from typing import Any
@@ -63,6 +64,8 @@ ANY_DEPTH = 2
 REF_DEPTH = 3
 #: After this many ``$ref`` followed, a recursive ``$ref`` is no longer entered again.
 WIDE_REF_VISITS = 2000
+#: A recursive schema whose plain form is longer than this (JSON characters) is not unrolled.
+MAX_PLAIN_CHARS = 400_000
 #: The most ``$ref`` a schema may follow when inlined.
 MAX_REF_VISITS = 50000
 #: The most alternatives a node may have after merging ``allOf``/``anyOf``/type lists.
@@ -85,12 +88,15 @@ _REF_KEYS = ("$ref", "$dynamicRef", "$recursiveRef")
 def normalize_schema(schema: Any, document: SchemaDocument | None = None) -> dict[str, Any]:
     """The plain form of ``schema`` (see the module docstring); raises when no value can satisfy it."""
     document = document or check_json_schema(schema)
-    normalizer = _Normalizer(document)
-    atoms = normalizer.atoms(document.schema, document.resolver(), ())
-    if not atoms:
-        why = "; ".join(dict.fromkeys(normalizer.dropped)) or "its keywords contradict each other"
-        raise SchemaError(f"no JSON value can be generated for this schema: {why}")
-    out = to_schema(atoms)
+    for depth in (REF_DEPTH, 1):  # a recursive schema that inlines too big: not unrolled at all
+        normalizer = _Normalizer(document, depth)
+        atoms = normalizer.atoms(document.schema, document.resolver(), ())
+        if not atoms:
+            why = "; ".join(dict.fromkeys(normalizer.dropped)) or "its keywords contradict each other"
+            raise SchemaError(f"no JSON value can be generated for this schema: {why}")
+        out = to_schema(atoms)
+        if len(json.dumps(out)) <= MAX_PLAIN_CHARS or normalizer.recursion_cut == 0:
+            break
     return out if isinstance(out, dict) else {"anyOf": []}
 
 
@@ -109,14 +115,27 @@ def any_atoms(depth: int = ANY_DEPTH) -> Atoms:
 
 
 class _Normalizer:
-    def __init__(self, document: SchemaDocument) -> None:
+    def __init__(self, document: SchemaDocument, ref_depth: int = REF_DEPTH) -> None:
         self.document = document
+        self.ref_depth = ref_depth
+        self.recursion_cut = 0  # recursive $ref not entered again
         self.dropped: list[str] = []  # why alternatives were left out, for the error when none remain
         self.visits = 0  # $ref followed so far
 
     # ----------------------------------------------------------------- nodes
-    def atoms(self, node: Any, resolver: Any, refs: tuple[str, ...], base: Atoms | None = None) -> Atoms:
-        """The alternatives ``node`` allows; within ``base`` (what its siblings allow) when given."""
+    def atoms(
+        self,
+        node: Any,
+        resolver: Any,
+        refs: tuple[str, ...],
+        base: Atoms | None = None,
+        *,
+        entered: bool = False,
+    ) -> Atoms:
+        """The alternatives ``node`` allows; within ``base`` (what its siblings allow) when given.
+
+        ``entered``: ``resolver`` is already at ``node``'s own ``$id`` (a ref's target).
+        """
         if node is True or node == {}:
             return any_atoms() if base is None else list(base)
         if node is False:
@@ -124,8 +143,8 @@ class _Normalizer:
             return []
         if not isinstance(node, dict):
             raise SchemaError(f"a subschema must be an object or a boolean, got {node!r}")
-        if isinstance(node.get("$id"), str):
-            resolver = resolver.in_subresource(self.document.specification.create_resource(node))
+        if not entered:
+            resolver = self.document.entered(node, resolver)
         out = base
         parts = [self.own_atoms(node, resolver, refs)]
         parts += [self.ref(node[k], resolver, refs) for k in _REF_KEYS if isinstance(node.get(k), str)]
@@ -137,7 +156,8 @@ class _Normalizer:
         if "anyOf" in node:
             out = [a for sub in node["anyOf"] for a in self.atoms(sub, resolver, refs, out)]
         if "oneOf" in node:
-            out = self.one_of([self.atoms(sub, resolver, refs, out) for sub in node["oneOf"]])
+            subs = node["oneOf"]
+            out = self.one_of([self.atoms(sub, resolver, refs, out) for sub in subs], subs)
         out = any_atoms() if out is None else out
         if "if" in node:
             out = conditional(self, node, out, resolver, refs)
@@ -146,7 +166,12 @@ class _Normalizer:
         return out
 
     def ref(self, ref: str, resolver: Any, refs: tuple[str, ...]) -> Atoms:
-        resolved = resolver.lookup(ref)
+        from referencing.exceptions import Unresolvable
+
+        try:
+            resolved = resolver.lookup(ref)
+        except Unresolvable as exc:
+            raise SchemaError(f"output_schema has a $ref {ref!r} that cannot be resolved ({exc})") from None
         key = f"{id(resolved.contents)}"
         self.visits += 1
         if self.visits > MAX_REF_VISITS:
@@ -154,11 +179,12 @@ class _Normalizer:
                 f"the schema grows past {MAX_REF_VISITS} subschemas when its $ref are inlined; simplify it"
             )
         # a wide recursive schema is unrolled less deep, so that inlining stays small
-        depth = REF_DEPTH if self.visits <= WIDE_REF_VISITS else 1
+        depth = self.ref_depth if self.visits <= WIDE_REF_VISITS else 1
         if refs.count(key) >= depth:
-            self.dropped.append(f"the $ref {ref!r} is recursive and was unrolled {REF_DEPTH} levels deep")
+            self.recursion_cut += 1
+            self.dropped.append(f"the $ref {ref!r} is recursive and was unrolled {depth} levels deep")
             return []
-        return self.atoms(resolved.contents, resolved.resolver, (*refs, key))
+        return self.atoms(resolved.contents, resolved.resolver, (*refs, key), entered=True)
 
     def own_atoms(self, node: dict[str, Any], resolver: Any, refs: tuple[str, ...]) -> Atoms | None:
         """The alternatives ``type``/``enum``/``const`` and the type keywords allow; None: no constraint."""
@@ -243,6 +269,13 @@ class _Normalizer:
                     break
                 atom["prefixItems"].append(subatoms)
         rest = self.atoms(items if items is not None else True, resolver, refs)
+        need = int(node.get("minContains", 1))
+        if "contains" in node and rest and need > 0 and not prefix and "maxContains" not in node:
+            # the first items are ones that ``contains`` asks for (a tightening: they lead)
+            first = self.intersect(rest, self.atoms(node["contains"], resolver, refs))
+            if not first:
+                return self._drop("no array item can satisfy contains")
+            atom["prefixItems"], lo = [first] * need, max(lo, need)
         if not rest:
             count = len(atom.get("prefixItems", ()))
             hi = count if hi is None else min(int(hi), count)
@@ -343,6 +376,9 @@ class _Normalizer:
 
     # ----------------------------------------------------------------- combining
     def intersect(self, left: Atoms, right: Atoms) -> Atoms:
+        anything = any_atoms()  # any value (nested ANY_DEPTH deep): the other side as it is, not cut
+        if left == anything or right == anything:
+            return list(right if left == anything else left)
         out = [m for a in left for b in right if (m := self.merge(a, b)) is not None]
         if len(out) > MAX_ATOMS:
             raise UnsupportedFeatureError(
@@ -423,7 +459,7 @@ class _Normalizer:
             out["patternProperties"] = {**a["patternProperties"], **b["patternProperties"]}
         return self._settle(out)
 
-    def one_of(self, branches: list[Atoms]) -> Atoms:
+    def one_of(self, branches: list[Atoms], subs: list[Any]) -> Atoms:
         """The union of ``branches``, each tightened so that it cannot match another where that is safe."""
         out: Atoms = []
         for i, branch in enumerate(branches):
@@ -431,7 +467,7 @@ class _Normalizer:
                 for j, other in enumerate(branches):
                     if i != j:
                         atom = apart(atom, other)
-                if any(implies(atom, o) for j, other in enumerate(branches) if i != j for o in other):
+                if any(implies(atom, sub) for j, sub in enumerate(subs) if i != j):
                     self.dropped.append("a oneOf branch's values are always valid for another branch too")
                     continue
                 out.append(atom)
