@@ -268,7 +268,7 @@ def test_integer_bounds_are_kept_within_64_bits() -> None:
 
 def test_patterns_are_fitted_to_max_length_and_written_without_raw_controls() -> None:
     assert anchor_pattern("[0-9]{10,10}", 10) == "^[0-9]{10,10}$"
-    assert anchor_pattern("^a+$", 3) == "^a{1,3}$"
+    assert anchor_pattern("abc", 5) == "^.*abc.*$"  # room for padding: kept (the bounds cap it)
     assert anchor_pattern("^[^\x00]+$") == "^[^\\x00]+$"
     assert anchor_pattern("abc") == "^.*abc.*$"  # no maxLength: JSON Schema's match anywhere
 
@@ -299,3 +299,15 @@ def test_a_required_key_named_only_in_any_of_keeps_its_whole_schema() -> None:
     item = plain["properties"]["items"]["items"]
     # each item: ``id`` and exactly one of the two keys (the else branch; the if cannot hold with ``id``)
     assert sorted(sorted(b["required"]) for b in item["anyOf"]) == [["id", "r"], ["id", "ratio"]]
+
+
+def test_if_then_chains_that_multiply_alternatives_are_left_to_validation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from llmrun.backends.local import schema_normalize
+
+    assert "anyOf" in normalize_schema(SCHEMAS["if-then-else"])
+    monkeypatch.setattr(schema_normalize, "MAX_CONDITIONAL_MERGES", 1)
+    plain = normalize_schema(SCHEMAS["if-then-else"])
+    assert "anyOf" not in plain  # one object: the reply's validation checks if/then/else
+    assert plain["required"] == ["kind"]

@@ -23,14 +23,12 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
+from llmrun.backends.local.schema_atoms import Atom, Atoms, to_schema
 from llmrun.backends.local.schema_keywords import integer_bounds, lower_bound, search, upper_bound
 from llmrun.json_schema import is_finite_number
 
 if TYPE_CHECKING:
     from llmrun.backends.local.schema_normalize import _Normalizer
-
-Atom = dict[str, Any]
-Atoms = list[Atom]
 
 #: Keywords that never make a value fail (annotations and identifiers).
 ANNOTATIONS = frozenset(
@@ -158,8 +156,6 @@ def _not_type(atom: Atom, kind: Any, exact: bool) -> Atom | None:
 
 
 def _not_values(n: _Normalizer, atom: Atom, bad: list[Any], exact: bool) -> Atom | None:
-    from llmrun.backends.local.schema_normalize import to_schema
-
     if atom["type"] in ("boolean", "null"):
         values = [True, False] if atom["type"] == "boolean" else [None]
         kept = _failing(n, values, {"enum": bad})
@@ -239,6 +235,8 @@ def apart(atom: Atom, others: Atoms) -> Atom:
     for other in others:
         if atom.get("type") != "object" or other.get("type") != "object":
             continue
+        if _already_apart(atom, other):
+            continue
         key = _discriminator(atom, other)
         if key is not None:
             if key not in atom.get("required", ()):
@@ -267,16 +265,37 @@ def implies(atom: Atom, sub: Any) -> bool:
     return set(sub["required"]) <= set(atom.get("required", ()))
 
 
+def _closed(atom: Atom) -> bool:
+    return atom.get("additionalProperties") is False and not atom.get("patternProperties")
+
+
+def _already_apart(atom: Atom, other: Atom) -> bool:
+    """Whether no object fits both: a key one requires the other (closed) never has, or, when both
+    are closed and every key they share has disjoint enums, one of them cannot be empty."""
+    mine, theirs = atom.get("properties") or {}, other.get("properties") or {}
+    if _closed(other) and any(k not in theirs for k in atom.get("required", ())):
+        return True
+    if _closed(atom) and any(k not in mine for k in other.get("required", ())):
+        return True
+    if not (_closed(atom) and _closed(other)):
+        return False
+    shared = [k for k in mine if k in theirs and not _disjoint_enums(mine[k], theirs[k])]
+    nonempty = any(a.get("required") or a.get("minProperties", 0) > 0 for a in (atom, other))
+    return not shared and nonempty
+
+
+def _disjoint_enums(here: Atoms, there: Atoms) -> bool:
+    if not here or not there or not all("enum" in a for a in (*here, *there)):
+        return False
+    left = {_canon(v) for a in here for v in a["enum"]}
+    return not left & {_canon(v) for a in there for v in a["enum"]}
+
+
 def _discriminator(atom: Atom, other: Atom) -> str | None:
     """A property both name whose values are enums with nothing in common."""
     mine, theirs = atom.get("properties") or {}, other.get("properties") or {}
     for key, here in mine.items():
-        there = theirs.get(key)
-        if not here or not there or not all("enum" in a for a in (*here, *there)):
-            continue
-        left = {_canon(v) for a in here for v in a["enum"]}
-        right = {_canon(v) for a in there for v in a["enum"]}
-        if not left & right:
+        if _disjoint_enums(here, theirs.get(key) or []):
             return str(key)
     return None
 

@@ -45,6 +45,12 @@ import math
 from fractions import Fraction
 from typing import Any
 
+from llmrun.backends.local.schema_atoms import (
+    Atom,
+    Atoms,
+    any_atoms,
+    to_schema,
+)
 from llmrun.backends.local.schema_conditions import apart, conditional, implies, negate
 from llmrun.backends.local.schema_keywords import (
     clean_number,
@@ -58,14 +64,15 @@ from llmrun.backends.local.schema_patterns import anchor_pattern
 from llmrun.errors import SchemaError, UnsupportedFeatureError
 from llmrun.json_schema import SchemaDocument, check_json_schema, is_finite_number
 
-#: How deep an untyped (Any) value may nest arrays and objects.
-ANY_DEPTH = 2
 #: How many times a path may enter the same ``$ref`` (a recursive type is unrolled this deep).
 REF_DEPTH = 3
 #: After this many ``$ref`` followed, a recursive ``$ref`` is no longer entered again.
 WIDE_REF_VISITS = 2000
 #: A recursive schema whose plain form is longer than this (JSON characters) is not unrolled.
 MAX_PLAIN_CHARS = 400_000
+#: Past this many merges, ``if``/``then``/``else`` are left to the reply's validation (they multiply
+#: the alternatives of a schema that chains many of them).
+MAX_CONDITIONAL_MERGES = 10_000
 #: The most ``$ref`` a schema may follow when inlined.
 MAX_REF_VISITS = 50000
 #: The most alternatives a node may have after merging ``allOf``/``anyOf``/type lists.
@@ -80,8 +87,6 @@ _TYPE_KEYWORDS = {
     "string": ("minLength", "maxLength", "pattern", "format"),
     "number": ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"),
 }  # fmt: skip
-Atom = dict[str, Any]
-Atoms = list[Atom]
 _REF_KEYS = ("$ref", "$dynamicRef", "$recursiveRef")
 
 
@@ -89,8 +94,12 @@ def normalize_schema(schema: Any, document: SchemaDocument | None = None) -> dic
     """The plain form of ``schema`` (see the module docstring); raises when no value can satisfy it."""
     document = document or check_json_schema(schema)
     for depth in (REF_DEPTH, 1):  # a recursive schema that inlines too big: not unrolled at all
-        normalizer = _Normalizer(document, depth)
-        atoms = normalizer.atoms(document.schema, document.resolver(), ())
+        try:
+            normalizer = _Normalizer(document, depth)
+            atoms = normalizer.atoms(document.schema, document.resolver(), ())
+        except _OvergrownError:  # if/then/else multiply the alternatives: left to the reply's validation
+            normalizer = _Normalizer(document, depth, conditions=False)
+            atoms = normalizer.atoms(document.schema, document.resolver(), ())
         if not atoms:
             why = "; ".join(dict.fromkeys(normalizer.dropped)) or "its keywords contradict each other"
             raise SchemaError(f"no JSON value can be generated for this schema: {why}")
@@ -100,24 +109,16 @@ def normalize_schema(schema: Any, document: SchemaDocument | None = None) -> dic
     return out if isinstance(out, dict) else {"anyOf": []}
 
 
-def emit(atoms: Atoms) -> dict[str, Any]:
-    """A schema from atoms: the atom itself when there is one, else their ``anyOf``."""
-    return atoms[0] if len(atoms) == 1 else {"anyOf": atoms}
-
-
-def any_atoms(depth: int = ANY_DEPTH) -> Atoms:
-    """Any JSON value, arrays and objects nested at most ``depth`` deep."""
-    out: Atoms = [{"type": t} for t in ("null", "boolean", "number", "string")]
-    if depth > 0:
-        inner = any_atoms(depth - 1)
-        out += [{"type": "array", "items": inner}, {"type": "object", "additionalProperties": inner}]
-    return out
+class _OvergrownError(Exception):
+    """The alternatives grew past :data:`MAX_CONDITIONAL_MERGES` merges."""
 
 
 class _Normalizer:
-    def __init__(self, document: SchemaDocument, ref_depth: int = REF_DEPTH) -> None:
+    def __init__(self, document: SchemaDocument, ref_depth: int = REF_DEPTH, conditions: bool = True) -> None:
         self.document = document
         self.ref_depth = ref_depth
+        self.conditions = conditions  # apply if/then/else (else: left to the reply's validation)
+        self.merges = 0
         self.recursion_cut = 0  # recursive $ref not entered again
         self.dropped: list[str] = []  # why alternatives were left out, for the error when none remain
         self.visits = 0  # $ref followed so far
@@ -159,7 +160,7 @@ class _Normalizer:
             subs = node["oneOf"]
             out = self.one_of([self.atoms(sub, resolver, refs, out) for sub in subs], subs)
         out = any_atoms() if out is None else out
-        if "if" in node:
+        if "if" in node and self.conditions:
             out = conditional(self, node, out, resolver, refs)
         if "not" in node:
             out = negate(self, out, node["not"], exact=False)
@@ -388,12 +389,13 @@ class _Normalizer:
         return out
 
     def merge(self, a: Atom, b: Atom) -> Atom | None:
+        self.merges += 1
+        if self.conditions and self.merges > MAX_CONDITIONAL_MERGES:
+            raise _OvergrownError
         if "enum" in a or "enum" in b:
             values, other = (a, b) if "enum" in a else (b, a)
             kept = [v for v in values["enum"] if "enum" not in other or v in other["enum"]]
-            kept = [
-                v for v in kept if "enum" in other or self.document.is_valid(v, _validation_schema(other))
-            ]
+            kept = [v for v in kept if "enum" in other or self.document.is_valid(v, to_schema([other]))]
             return {"enum": kept} if kept else self._drop("enum values contradict the other keywords")
         ta, tb = a["type"], b["type"]
         if ta != tb and {ta, tb} != {"integer", "number"}:
@@ -472,34 +474,3 @@ class _Normalizer:
                     continue
                 out.append(atom)
         return out
-
-
-def to_schema(atoms: Atoms) -> dict[str, Any] | bool:
-    """Turn nested atom lists into plain JSON Schema (nested schemas are atom lists while merging)."""
-    if not atoms:
-        return False
-    return emit([_atom_schema(a) for a in atoms])
-
-
-def _atom_schema(atom: Atom) -> dict[str, Any]:
-    out = dict(atom)
-    if out.get("type") == "object" and "additionalProperties" not in out:
-        # no word on other keys: none next to named properties (tighter), any where none are named
-        named = len(out.get("properties") or ()) + len(out.get("patternProperties") or ())
-        free = not named or out.get("minProperties", 0) > len(out.get("properties") or ())
-        out["additionalProperties"] = any_atoms(ANY_DEPTH - 1) if free else False
-    if "properties" in out:
-        out["properties"] = {k: to_schema(v) for k, v in out["properties"].items()}
-    if "patternProperties" in out:
-        out["patternProperties"] = {k: to_schema(v) for k, v in out["patternProperties"].items()}
-    if isinstance(out.get("additionalProperties"), list):
-        out["additionalProperties"] = to_schema(out["additionalProperties"])
-    if isinstance(out.get("items"), list):
-        out["items"] = to_schema(out["items"])
-    if "prefixItems" in out:
-        out["prefixItems"] = [to_schema(p) for p in out["prefixItems"]]
-    return out
-
-
-def _validation_schema(atom: Atom) -> dict[str, Any] | bool:
-    return to_schema([atom])

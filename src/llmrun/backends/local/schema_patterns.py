@@ -24,9 +24,9 @@ __all__ = ["anchor_pattern", "bound_pattern", "cap_repeats", "char_bytes", "patt
 def anchor_pattern(pattern: str, max_length: int | None = None) -> str:
     """``pattern`` (matched anywhere, as JSON Schema says) as a whole-string pattern for the grammar.
 
-    With ``max_length`` (the string's ``maxLength``) the pattern is tightened to match at most
-    that many characters where it can be: its unbounded repeats capped, else its unanchored
-    ends left unpadded (``[0-9]{10}`` with ``maxLength: 10`` is the ten digits alone). Control
+    With ``max_length`` (the string's ``maxLength``), unanchored ends are left unpadded when the
+    padding would leave the body no room (``[0-9]{10}`` with ``maxLength: 10`` is the ten digits
+    alone); the bounds (:mod:`~llmrun.backends.local.schema_bounds`) cap the rest. Control
     characters written raw (a NUL in ``[^\\x00]``) are written as ``\\xNN`` escapes.
     """
     pattern = json_text_pattern(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", pattern))
@@ -36,15 +36,18 @@ def anchor_pattern(pattern: str, max_length: int | None = None) -> str:
     ends = pattern.endswith("$") and not pattern.endswith("\\$")
     body = pattern[1 if starts else 0 : len(pattern) - 1 if ends else None]
     anchored = "^" + ("" if starts else ".*") + body + ("" if ends else ".*") + "$"
-    if max_length is None:
+    whole = "^" + body + "$"  # a subset: the body alone, no padding
+    if max_length is None or whole == anchored:
         return anchored
-    for candidate in (anchored, "^" + body + "$"):  # the second: a subset (no padding)
-        try:
-            bounded = bound_pattern(candidate, max_length, ())
-            if pattern_width(bounded, ()) <= max_length:
-                return bounded
-        except UnsupportedFeatureError:
-            break
+    try:  # the padding, at its shortest, would not leave room for the body: without it
+        if (
+            pattern_width(cap_repeats(anchored, 0), ())
+            > max_length
+            >= pattern_width(cap_repeats(whole, 0), ())
+        ):
+            return whole
+    except UnsupportedFeatureError:
+        pass
     return anchored
 
 
