@@ -20,7 +20,7 @@ from llmrun.backends.local import grammar  # noqa: E402
 from llmrun.backends.local.schema_keywords import INT64_MAX  # noqa: E402
 from llmrun.backends.local.schema_normalize import normalize_schema  # noqa: E402
 from llmrun.backends.local.schema_patterns import anchor_pattern  # noqa: E402
-from llmrun.errors import SchemaError  # noqa: E402
+from llmrun.errors import SchemaError, UnsupportedFeatureError  # noqa: E402
 from llmrun.runner import OutputSpec  # noqa: E402
 from llmrun.testing.checkpoints import padded_vocab_size, train_byte_level_bpe_tokenizer  # noqa: E402
 
@@ -311,3 +311,10 @@ def test_if_then_chains_that_multiply_alternatives_are_left_to_validation(
     plain = normalize_schema(SCHEMAS["if-then-else"])
     assert "anyOf" not in plain  # one object: the reply's validation checks if/then/else
     assert plain["required"] == ["kind"]
+
+
+def test_all_of_a_format_and_a_pattern_keeps_the_pattern() -> None:
+    schema = {"allOf": [{"type": "string", "format": "uri"}, {"pattern": "^https?://[a-z]{1,8}$"}]}
+    assert normalize_schema(schema) == {"type": "string", "pattern": "^https?://[a-z]{1,8}$"}
+    with pytest.raises(UnsupportedFeatureError, match="allOf combines two different string patterns"):
+        normalize_schema({"allOf": [{"type": "string", "pattern": "a"}, {"pattern": "b"}]})

@@ -24,10 +24,18 @@ def string_atom(node: dict[str, Any]) -> Atom | None:
     if isinstance(pattern, str):
         atom["pattern"] = anchor_pattern(pattern, atom.get("maxLength"))
     elif isinstance(fmt, str) and fmt in FORMAT_PATTERNS:
-        atom["pattern"] = f"^(?:{FORMAT_PATTERNS[fmt]})$"
+        atom["pattern"] = _FORMAT_ANCHORED[fmt]
     if atom.get("minLength", 0) > atom.get("maxLength", math.inf):
         return None
     return atom
+
+
+_FORMAT_ANCHORED = {fmt: f"^(?:{pattern})$" for fmt, pattern in FORMAT_PATTERNS.items()}
+
+
+def is_format_pattern(pattern: str) -> bool:
+    """Whether ``pattern`` is the one :func:`string_atom` writes for a ``format`` (not the schema's own)."""
+    return pattern in _FORMAT_ANCHORED.values()
 
 
 def search(pattern: str, text: str) -> bool:

@@ -55,6 +55,7 @@ from llmrun.backends.local.schema_conditions import apart, conditional, implies,
 from llmrun.backends.local.schema_keywords import (
     clean_number,
     integer_bounds,
+    is_format_pattern,
     lower_bound,
     search,
     string_atom,
@@ -410,10 +411,14 @@ class _Normalizer:
         if "multipleOf" in a and "multipleOf" in b:
             out["multipleOf"] = math.lcm(int(a["multipleOf"]), int(b["multipleOf"]))
         if "pattern" in a and "pattern" in b and a["pattern"] != b["pattern"]:
-            raise UnsupportedFeatureError(
-                f"allOf combines two different string patterns ({a['pattern']!r} and {b['pattern']!r}), "
-                "which the grammar cannot intersect; write one pattern"
-            )
+            explicit = [x["pattern"] for x in (a, b) if not is_format_pattern(x["pattern"])]
+            if len(explicit) == 1:  # a format's pattern and a pattern: the pattern, as next to each other
+                out["pattern"] = explicit[0]
+            else:
+                raise UnsupportedFeatureError(
+                    f"allOf combines two different string patterns ({a['pattern']!r} and {b['pattern']!r}), "
+                    "which the grammar cannot intersect; write one pattern"
+                )
         if out["type"] == "array":
             return self._merge_arrays(a, b, out)
         if out["type"] == "object":
