@@ -318,3 +318,12 @@ def test_all_of_a_format_and_a_pattern_keeps_the_pattern() -> None:
     assert normalize_schema(schema) == {"type": "string", "pattern": "^https?://[a-z]{1,8}$"}
     with pytest.raises(UnsupportedFeatureError, match="allOf combines two different string patterns"):
         normalize_schema({"allOf": [{"type": "string", "pattern": "a"}, {"pattern": "b"}]})
+
+
+def test_a_subschema_ref_the_root_cannot_resolve_is_not_taken_as_valid() -> None:
+    from llmrun.json_schema import check_json_schema
+
+    nested = {"$id": "sub/b.json", "$defs": {"c": {"const": 1}}}
+    document = check_json_schema({"$id": "https://example.com/r.json", "$defs": {"b": nested}})
+    assert document.is_valid(1, {"$ref": "#/$defs/b"})
+    assert not document.is_valid(1, {"$ref": "#/$defs/c"})  # only under sub/b.json: unresolvable here

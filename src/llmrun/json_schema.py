@@ -66,9 +66,18 @@ class SchemaDocument:
         return resolver.in_subresource(self.specification.create_resource(node))
 
     def is_valid(self, value: Any, subschema: Any = None) -> bool:
-        """Whether ``value`` is valid for the whole schema, or for ``subschema`` of this document."""
+        """Whether ``value`` is valid for the whole schema, or for ``subschema`` of this document.
+
+        False too where a ref in ``subschema`` cannot be resolved from the document's root (one
+        relative to a nested ``$id``): callers keep only values known to be valid.
+        """
+        from referencing.exceptions import Unresolvable
+
         validator = self._validator if subschema is None else self._validator.evolve(schema=subschema)
-        return bool(validator.is_valid(value))
+        try:
+            return bool(validator.is_valid(value))
+        except Unresolvable:  # jsonschema's wrapped referencing error is one
+            return False
 
     def errors(self, value: Any) -> list[Any]:
         """jsonschema's validation errors of ``value`` against the whole schema, most relevant first."""
