@@ -327,3 +327,31 @@ def test_a_subschema_ref_the_root_cannot_resolve_is_not_taken_as_valid() -> None
     document = check_json_schema({"$id": "https://example.com/r.json", "$defs": {"b": nested}})
     assert document.is_valid(1, {"$ref": "#/$defs/b"})
     assert not document.is_valid(1, {"$ref": "#/$defs/c"})  # only under sub/b.json: unresolvable here
+
+
+def test_a_one_of_kept_apart_inside_a_ref_still_takes_its_siblings_keys(tokenizer: Any) -> None:
+    """Github o78062: a key left out to keep oneOf branches apart must not close the object to
+    the keys an allOf sibling adds."""
+    schema = {
+        "definitions": {
+            "named": {
+                "type": "object",
+                "properties": {"name": {"type": "string", "maxLength": 4}},
+                "required": ["name"],
+                "oneOf": [
+                    {"properties": {"a": {"type": "integer"}}, "required": ["a"]},
+                    {"properties": {"b": {"type": "integer"}}, "required": ["b"]},
+                ],
+            }
+        },
+        "allOf": [
+            {"$ref": "#/definitions/named"},
+            {"properties": {"note": {"type": "string", "maxLength": 4}}, "required": ["note"]},
+        ],
+    }
+    spec = OutputSpec.for_schema(schema)
+    assert all("note" in b["required"] for b in normalize_schema(schema)["anyOf"])
+    for seed in range(2):
+        for text, done in _walk(tokenizer, spec.json_schema, 120, rows=4, seed=seed):
+            assert done
+            spec.parse(text)

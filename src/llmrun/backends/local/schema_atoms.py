@@ -39,10 +39,11 @@ def to_schema(atoms: Atoms) -> dict[str, Any] | bool:
 
 def _atom_schema(atom: Atom) -> dict[str, Any]:
     out = dict(atom)
+    forbidden = out.pop("forbidden", None)  # keys left out (a oneOf kept apart): no extra keys
     if out.get("type") == "object" and "additionalProperties" not in out:
         # no word on other keys: none next to named properties (tighter), any where none are named
         named = len(out.get("properties") or ()) + len(out.get("patternProperties") or ())
-        free = not named or out.get("minProperties", 0) > len(out.get("properties") or ())
+        free = not forbidden and (not named or out.get("minProperties", 0) > len(out.get("properties") or ()))
         out["additionalProperties"] = any_atoms(ANY_DEPTH - 1) if free else False
     if "properties" in out:
         out["properties"] = {k: to_schema(v) for k, v in out["properties"].items()}

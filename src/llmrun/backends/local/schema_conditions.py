@@ -195,15 +195,15 @@ def without(atom: Atom, key: str) -> Atom | None:
     extra = atom.get("additionalProperties")
     props = atom.get("properties") or {}
     rest = {k: v for k, v in props.items() if k != key}
-    if extra is None:
-        named = len(props) + len(patterns)
-        if not named or atom.get("minProperties", 0) > len(props):
-            return None  # free keys (see ``to_schema``): the key may come back as one
-    elif extra:  # extra keys of some schema: the key may be one
+    if extra:  # extra keys of some schema: the key may be one
         return None
+    if extra is None and ((not rest and not patterns) or atom.get("minProperties", 0) > len(rest)):
+        return None  # free keys once it is gone (see ``to_schema``): the key may come back as one
     if not patterns and atom.get("minProperties", 0) > len(rest):
         return None
-    out = {**atom, "properties": rest, "additionalProperties": False}
+    # "forbidden": merges with sibling schemas that name the key give it no value (extra keys
+    # stay as the schema says, so siblings' other keys are still allowed)
+    out = {**atom, "properties": rest, "forbidden": [*atom.get("forbidden", ()), key]}
     if not rest:
         del out["properties"]
     return out

@@ -334,6 +334,8 @@ class _Normalizer:
         return name in deps and name not in (node.get("required") or ())
 
     def extra_schema(self, atom: Atom, name: str) -> Atoms:
+        if name in atom.get("forbidden", ()):
+            return []
         matched = [s for p, s in atom.get("patternProperties", {}).items() if search(p, name)]
         if matched:
             out: Atoms = matched[0]
@@ -457,6 +459,8 @@ class _Normalizer:
             props[name] = self.intersect(x, y)
         out["properties"] = props
         out["required"] = list(dict.fromkeys([*a.get("required", ()), *b.get("required", ())]))
+        if "forbidden" in a or "forbidden" in b:
+            out["forbidden"] = list(dict.fromkeys([*a.get("forbidden", ()), *b.get("forbidden", ())]))
         ea, eb = a.get("additionalProperties"), b.get("additionalProperties")
         if ea is False or eb is False:
             out["additionalProperties"] = False
