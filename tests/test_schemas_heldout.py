@@ -355,3 +355,18 @@ def test_a_one_of_kept_apart_inside_a_ref_still_takes_its_siblings_keys(tokenize
         for text, done in _walk(tokenizer, spec.json_schema, 120, rows=4, seed=seed):
             assert done
             spec.parse(text)
+
+
+def test_a_one_of_catch_all_branch_leaves_out_the_discriminator_of_the_others() -> None:
+    """Github o35866: three branches told apart by a ``country`` enum and a fourth for the rest."""
+    state = {"type": "string", "maxLength": 3}
+    schema = {
+        "type": "object",
+        "oneOf": [
+            *({"properties": {"country": {"enum": [c]}, "state": state}} for c in ("CAN", "MEX")),
+            {"properties": {"country": {"not": {"type": "string", "enum": ["CAN", "MEX"]}}, "state": state}},
+        ],
+    }
+    branches = normalize_schema(schema)["anyOf"]
+    assert [b.get("required") for b in branches] == [["country"], ["country"], None]
+    assert "country" not in branches[2]["properties"]

@@ -471,15 +471,25 @@ class _Normalizer:
         return self._settle(out)
 
     def one_of(self, branches: list[Atoms], subs: list[Any]) -> Atoms:
-        """The union of ``branches``, each tightened so that it cannot match another where that is safe."""
+        """The union of ``branches``, each tightened so that it cannot match another where that is safe.
+
+        Twice: a branch a discriminator made require a key lets the others leave that key out.
+        """
+        for _ in range(2):
+            branches = [
+                [self._apart_all(atom, [b for j, b in enumerate(branches) if j != i]) for atom in branch]
+                for i, branch in enumerate(branches)
+            ]
         out: Atoms = []
         for i, branch in enumerate(branches):
-            for atom in branch:
-                for j, other in enumerate(branches):
-                    if i != j:
-                        atom = apart(atom, other)
-                if any(implies(atom, sub) for j, sub in enumerate(subs) if i != j):
-                    self.dropped.append("a oneOf branch's values are always valid for another branch too")
-                    continue
-                out.append(atom)
+            if branch and any(implies(a, sub) for a in branch for j, sub in enumerate(subs) if i != j):
+                self.dropped.append("a oneOf branch's values are always valid for another branch too")
+                branch = [a for a in branch if not any(implies(a, s) for j, s in enumerate(subs) if i != j)]
+            out += branch
         return out
+
+    @staticmethod
+    def _apart_all(atom: Atom, others: list[Atoms]) -> Atom:
+        for other in others:
+            atom = apart(atom, other)
+        return atom
