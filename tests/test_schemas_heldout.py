@@ -370,3 +370,26 @@ def test_a_one_of_catch_all_branch_leaves_out_the_discriminator_of_the_others() 
     branches = normalize_schema(schema)["anyOf"]
     assert [b.get("required") for b in branches] == [["country"], ["country"], None]
     assert "country" not in branches[2]["properties"]
+
+
+def test_a_one_of_discriminator_may_sit_one_object_down() -> None:
+    """Github o25731: the branches differ in ``_attributes.package_system``."""
+    schema = {
+        "type": "object",
+        "required": ["items"],
+        "oneOf": [
+            {
+                "properties": {
+                    "_attributes": {
+                        "type": "object",
+                        "required": ["system"],
+                        "properties": {"system": {"enum": [name]}},
+                    },
+                    "items": {"type": "array", "maxItems": 2, "items": {"type": "integer"}},
+                }
+            }
+            for name in ("rpm", "dpkg")
+        ],
+    }
+    branches = normalize_schema(schema)["anyOf"]
+    assert [sorted(b["required"]) for b in branches] == [["_attributes", "items"]] * 2

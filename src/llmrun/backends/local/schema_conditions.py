@@ -272,6 +272,8 @@ def _closed(atom: Atom) -> bool:
 def _already_apart(atom: Atom, other: Atom) -> bool:
     """Whether no object fits both: a key one requires the other (closed) never has, or, when both
     are closed and every key they share has disjoint enums, one of them cannot be empty."""
+    if _apart_values(atom, other, 2):
+        return True
     mine, theirs = atom.get("properties") or {}, other.get("properties") or {}
     if _closed(other) and any(k not in theirs for k in atom.get("required", ())):
         return True
@@ -284,15 +286,39 @@ def _already_apart(atom: Atom, other: Atom) -> bool:
     return not shared and nonempty
 
 
-def _disjoint_enums(here: Atoms, there: Atoms) -> bool:
-    if not here or not there or not all("enum" in a for a in (*here, *there)):
+def _disjoint_enums(here: Atoms, there: Atoms, depth: int = 2) -> bool:
+    """Whether no value fits both: enums with nothing in common, different types, or objects
+    that both require a key whose values are disjoint (``depth`` levels down)."""
+    if not here or not there:
         return False
-    left = {_canon(v) for a in here for v in a["enum"]}
-    return not left & {_canon(v) for a in there for v in a["enum"]}
+    return all(_apart_values(a, b, depth) for a in here for b in there)
+
+
+def _apart_values(a: Atom, b: Atom, depth: int) -> bool:
+    if "enum" in a and "enum" in b:
+        return not {_canon(v) for v in a["enum"]} & {_canon(v) for v in b["enum"]}
+    if "enum" in a or "enum" in b:
+        values, typed = (a["enum"], b) if "enum" in a else (b["enum"], a)
+        return all(not _json_type_fits(v, typed["type"]) for v in values)
+    if a["type"] != b["type"]:
+        return {a["type"], b["type"]} != {"integer", "number"}
+    if a["type"] != "object" or depth == 0:
+        return False
+    props_a, props_b = a.get("properties") or {}, b.get("properties") or {}
+    both = set(a.get("required", ())) & set(b.get("required", ()))
+    return any(_disjoint_enums(props_a.get(k, []), props_b.get(k, []), depth - 1) for k in both)
+
+
+def _json_type_fits(value: Any, kind: str) -> bool:
+    if kind in ("integer", "number"):
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        return number and (kind == "number" or float(value).is_integer())
+    names = {"null": type(None), "boolean": bool, "string": str, "array": list, "object": dict}
+    return isinstance(value, names[kind])
 
 
 def _discriminator(atom: Atom, other: Atom) -> str | None:
-    """A property both name whose values are enums with nothing in common."""
+    """A property both name whose values have nothing in common (enums, types, nested required keys)."""
     mine, theirs = atom.get("properties") or {}, other.get("properties") or {}
     for key, here in mine.items():
         if _disjoint_enums(here, theirs.get(key) or []):
