@@ -94,24 +94,31 @@ _REF_KEYS = ("$ref", "$dynamicRef", "$recursiveRef")
 def normalize_schema(schema: Any, document: SchemaDocument | None = None) -> dict[str, Any]:
     """The plain form of ``schema`` (see the module docstring); raises when no value can satisfy it."""
     document = document or check_json_schema(schema)
-    for depth in (REF_DEPTH, 1):  # a recursive schema that inlines too big: not unrolled at all
+    # if/then/else that multiply the alternatives are left to the reply's validation; a recursive
+    # schema that inlines too big is not unrolled at all
+    too_many_refs = 0
+    for depth, conditions in ((REF_DEPTH, True), (REF_DEPTH, False), (1, True), (1, False)):
+        if depth == too_many_refs:
+            continue
+        normalizer = _Normalizer(document, depth, conditions)
         try:
-            normalizer = _Normalizer(document, depth)
             atoms = normalizer.atoms(document.schema, document.resolver(), ())
-        except _OvergrownError:  # if/then/else multiply the alternatives: left to the reply's validation
-            normalizer = _Normalizer(document, depth, conditions=False)
-            atoms = normalizer.atoms(document.schema, document.resolver(), ())
+        except _OvergrownError:
+            too_many_refs = depth if normalizer.visits > MAX_REF_VISITS else 0
+            continue
         if not atoms:
             why = "; ".join(dict.fromkeys(normalizer.dropped)) or "its keywords contradict each other"
             raise SchemaError(f"no JSON value can be generated for this schema: {why}")
         out = to_schema(atoms)
-        if len(json.dumps(out)) <= MAX_PLAIN_CHARS or normalizer.recursion_cut == 0:
-            break
-    return out if isinstance(out, dict) else {"anyOf": []}
+        if len(json.dumps(out)) <= MAX_PLAIN_CHARS or normalizer.recursion_cut == 0 or depth == 1:
+            return out if isinstance(out, dict) else {"anyOf": []}
+    raise UnsupportedFeatureError(
+        f"the schema grows past {MAX_REF_VISITS} subschemas when its $ref are inlined; simplify it"
+    )
 
 
 class _OvergrownError(Exception):
-    """The alternatives grew past :data:`MAX_CONDITIONAL_MERGES` merges."""
+    """Past :data:`MAX_CONDITIONAL_MERGES` merges (with conditions) or :data:`MAX_REF_VISITS` refs."""
 
 
 class _Normalizer:
@@ -177,9 +184,7 @@ class _Normalizer:
         key = f"{id(resolved.contents)}"
         self.visits += 1
         if self.visits > MAX_REF_VISITS:
-            raise UnsupportedFeatureError(
-                f"the schema grows past {MAX_REF_VISITS} subschemas when its $ref are inlined; simplify it"
-            )
+            raise _OvergrownError
         # a wide recursive schema is unrolled less deep, so that inlining stays small
         depth = self.ref_depth if self.visits <= WIDE_REF_VISITS else 1
         if refs.count(key) >= depth:
