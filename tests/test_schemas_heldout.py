@@ -393,3 +393,18 @@ def test_a_one_of_discriminator_may_sit_one_object_down() -> None:
     }
     branches = normalize_schema(schema)["anyOf"]
     assert [sorted(b["required"]) for b in branches] == [["_attributes", "items"]] * 2
+
+
+def test_a_recursive_schema_past_the_ref_limit_is_retried_without_unrolling(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from llmrun.backends.local import schema_normalize
+
+    node = {"type": "object", "properties": {"v": {"type": "integer"}, "k": {"$ref": "#/$defs/n"}}}
+    tree = {"$defs": {"n": node}, "$ref": "#/$defs/n"}
+    assert "k" in normalize_schema(tree)["properties"]  # unrolled
+    monkeypatch.setattr(schema_normalize, "MAX_REF_VISITS", 2)
+    assert set(normalize_schema(tree)["properties"]) == {"v"}  # not unrolled: fits the limit
+    monkeypatch.setattr(schema_normalize, "MAX_REF_VISITS", 1)
+    with pytest.raises(UnsupportedFeatureError, match=r"\$ref are inlined"):
+        normalize_schema(tree)
