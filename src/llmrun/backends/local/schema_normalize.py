@@ -478,13 +478,13 @@ class _Normalizer:
     def one_of(self, branches: list[Atoms], subs: list[Any]) -> Atoms:
         """The union of ``branches``, each tightened so that it cannot match another where that is safe.
 
-        Twice: a branch a discriminator made require a key lets the others leave that key out.
+        Each is kept apart from the others as the schema writes them (not as tightened here: a
+        value outside a tightened branch may still be valid for the branch itself).
         """
-        for _ in range(2):
-            branches = [
-                [self._apart_all(atom, [b for j, b in enumerate(branches) if j != i]) for atom in branch]
-                for i, branch in enumerate(branches)
-            ]
+        branches = [
+            [self._apart_all(atom, [b for j, b in enumerate(branches) if j != i]) for atom in branch]
+            for i, branch in enumerate(branches)
+        ]
         out: Atoms = []
         for i, branch in enumerate(branches):
             if branch and any(implies(a, sub) for a in branch for j, sub in enumerate(subs) if i != j):
