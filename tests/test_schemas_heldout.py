@@ -17,6 +17,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("xgrammar")
 
 from llmrun.backends.local import grammar  # noqa: E402
+from llmrun.backends.local.schema_formats import FORMAT_PATTERNS  # noqa: E402
 from llmrun.backends.local.schema_keywords import INT64_MAX  # noqa: E402
 from llmrun.backends.local.schema_normalize import normalize_schema  # noqa: E402
 from llmrun.backends.local.schema_patterns import anchor_pattern  # noqa: E402
@@ -410,3 +411,16 @@ def test_a_recursive_schema_past_the_ref_limit_is_retried_without_unrolling(
     monkeypatch.setattr(schema_normalize, "MAX_REF_VISITS", 1)
     with pytest.raises(UnsupportedFeatureError, match=r"\$ref are inlined"):
         normalize_schema(tree)
+
+
+def test_one_of_branches_always_valid_for_an_unchecked_format_branch_are_dropped() -> None:
+    """Github o21780: ``oneOf`` hostname / ipv4 / ipv6. Without its optional checker ``hostname``
+    is an annotation, so every IP is valid for it too: only the hostname branch can be written."""
+    import jsonschema
+
+    schema = {"type": "string", "oneOf": [{"format": "hostname"}, {"format": "ipv4"}, {"format": "ipv6"}]}
+    plain = normalize_schema(schema)
+    if "hostname" in jsonschema.Draft202012Validator.FORMAT_CHECKER.checkers:
+        assert len(plain["anyOf"]) == 3  # checked: the branches are apart as written
+    else:
+        assert plain == {"type": "string", "pattern": f"^(?:{FORMAT_PATTERNS['hostname']})$"}

@@ -251,12 +251,15 @@ def apart(atom: Atom, others: Atoms) -> Atom:
     return atom
 
 
-def implies(atom: Atom, sub: Any) -> bool:
+def implies(atom: Atom, sub: Any, checked_formats: Any = ()) -> bool:
     """Whether every value of the alternative ``atom`` surely satisfies the subschema ``sub`` too.
 
-    True only in the plain case: ``sub`` asks for nothing but keys (``required``, maybe
-    ``type: object``) that ``atom`` requires as well.
+    True only in the plain cases: ``sub`` asks for nothing (``true``, annotations, a ``format``
+    the validator does not check, such as ``hostname`` without its optional checker), or for
+    nothing but keys (``required``, maybe ``type: object``) that ``atom`` requires as well.
     """
+    if sub is True or (isinstance(sub, dict) and not set(sub) - ANNOTATIONS - {"format"}):
+        return not isinstance(sub, dict) or sub.get("format") not in checked_formats
     if atom.get("type") != "object" or not isinstance(sub, dict):
         return False
     keys = set(sub) - ANNOTATIONS

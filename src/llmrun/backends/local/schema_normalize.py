@@ -487,9 +487,11 @@ class _Normalizer:
         ]
         out: Atoms = []
         for i, branch in enumerate(branches):
-            if branch and any(implies(a, sub) for a in branch for j, sub in enumerate(subs) if i != j):
+            others = [sub for j, sub in enumerate(subs) if i != j]
+            checked = self.document.format_checker.checkers
+            if any(implies(a, sub, checked) for a in branch for sub in others):
                 self.dropped.append("a oneOf branch's values are always valid for another branch too")
-                branch = [a for a in branch if not any(implies(a, s) for j, s in enumerate(subs) if i != j)]
+                branch = [a for a in branch if not any(implies(a, sub, checked) for sub in others)]
             out += branch
         return out
 
