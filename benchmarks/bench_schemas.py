@@ -18,6 +18,7 @@ budget (512), for each schema:
     python benchmarks/bench_schemas.py                       # the whole sample, ~ a few minutes
     python benchmarks/bench_schemas.py --datasets Glaiveai2K --limit 10
     python benchmarks/bench_schemas.py --corpus DIR --tokenizer tokenizer.json --out results.json
+    python benchmarks/bench_schemas.py --corpus benchmarks/heldout_schemas   # held-out sample (README there)
 """
 
 from __future__ import annotations
@@ -236,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from transformers import PreTrainedTokenizerFast
 
-    tok_file = args.tokenizer or args.corpus.parent / "tokenizers" / "pythia" / "tokenizer.json"
+    assets = [c.parent for c in (args.corpus, corpus) if c is not None]
+    pythia = [a / "tokenizers" / "pythia" / "tokenizer.json" for a in assets]
+    tok_file = args.tokenizer or next((p for p in pythia if p.is_file()), pythia[0])
     tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(tok_file))
     for eos in ("<|endoftext|>", "</s>"):
         if tokenizer.eos_token is None and eos in tokenizer.get_vocab():

@@ -9,10 +9,12 @@ imported on first use, so ``import llmrun`` stays light.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 from collections.abc import Mapping
 from typing import Any, TypeGuard
+from urllib.parse import urldefrag
 
 from llmrun.errors import OutputValidationError, SchemaError
 
@@ -27,7 +29,9 @@ class SchemaDocument:
 
     def __init__(self, schema: dict[str, Any] | bool) -> None:
         import jsonschema
-        from referencing import Registry
+
+        # (jsonschema's own dependency, untyped)
+        specifications: Any = importlib.import_module("jsonschema_specifications").REGISTRY
         from referencing.jsonschema import DRAFT202012, specification_with
 
         self.schema = schema
@@ -35,9 +39,11 @@ class SchemaDocument:
         self.specification: Any = (
             specification_with(dialect, default=DRAFT202012) if isinstance(dialect, str) else DRAFT202012
         )
-        base = self.specification.id_of(schema) or ""
+        # draft 4-7 ids often end in an empty fragment ("https://x/schema#"): refs resolve against the URL
+        base = urldefrag(self.specification.id_of(schema) or "").url
         resource = self.specification.create_resource(schema)
-        self.registry: Any = Registry().with_resource(uri=base, resource=resource)
+        # the JSON Schema meta-schemas ship with jsonschema: refs to them (a schema of schemas) resolve
+        self.registry: Any = specifications.with_resource(uri=base, resource=resource)
         self.base_uri = base
         self.validator_class: Any = jsonschema.validators.validator_for(
             schema, default=jsonschema.Draft202012Validator
@@ -51,10 +57,27 @@ class SchemaDocument:
         """A ``referencing`` resolver at the document's base URI."""
         return self.registry.resolver(base_uri=self.base_uri)
 
+    def entered(self, node: dict[str, Any], resolver: Any) -> Any:
+        """``resolver`` moved to ``node``'s own ``$id`` (draft 4: ``id``) when it has one."""
+        if not any(isinstance(node.get(k), str) for k in ("$id", "id")):
+            return resolver  # ("id" may also be a property's name in a ``properties`` map)
+        if not isinstance(self.specification.id_of(node), str):
+            return resolver
+        return resolver.in_subresource(self.specification.create_resource(node))
+
     def is_valid(self, value: Any, subschema: Any = None) -> bool:
-        """Whether ``value`` is valid for the whole schema, or for ``subschema`` of this document."""
+        """Whether ``value`` is valid for the whole schema, or for ``subschema`` of this document.
+
+        False too where a ref in ``subschema`` cannot be resolved from the document's root (one
+        relative to a nested ``$id``): callers keep only values known to be valid.
+        """
+        from referencing.exceptions import Unresolvable
+
         validator = self._validator if subschema is None else self._validator.evolve(schema=subschema)
-        return bool(validator.is_valid(value))
+        try:
+            return bool(validator.is_valid(value))
+        except Unresolvable:  # jsonschema's wrapped referencing error is one
+            return False
 
     def errors(self, value: Any) -> list[Any]:
         """jsonschema's validation errors of ``value`` against the whole schema, most relevant first."""
@@ -90,23 +113,27 @@ def check_json_schema(schema: object, name: str = "output") -> SchemaDocument:
             f"output_schema for {name!r} is not a valid JSON Schema: at {where}: {exc.message}"
         ) from None
     document = SchemaDocument(copy)
-    _check_refs(document, copy)
+    _check_refs(document, copy, document.resolver())
     return document
 
 
-def _check_refs(document: SchemaDocument, node: Any, path: str = "") -> None:
-    """Resolve every ``$ref`` once, so a dangling or external ref fails before any generation."""
+def _check_refs(document: SchemaDocument, node: Any, resolver: Any, path: str = "") -> None:
+    """Resolve every ``$ref`` once, so a dangling or external ref fails before any generation.
+
+    Each ref resolves against the ``$id`` (draft 4: ``id``) of the subschemas around it.
+    """
     from referencing.exceptions import Unresolvable
 
     if isinstance(node, list):
         for i, item in enumerate(node):
-            _check_refs(document, item, f"{path}/{i}")
+            _check_refs(document, item, resolver, f"{path}/{i}")
     if not isinstance(node, dict):
         return
+    resolver = document.entered(node, resolver)
     ref = node.get("$ref")
     if isinstance(ref, str):
         try:
-            document.resolver().lookup(ref)
+            resolver.lookup(ref)
         except Unresolvable as exc:
             raise SchemaError(
                 f"output_schema has a $ref {ref!r} at {path or '<root>'} that cannot be resolved ({exc}); "
@@ -114,7 +141,7 @@ def _check_refs(document: SchemaDocument, node: Any, path: str = "") -> None:
             ) from None
     for key, value in node.items():
         if key not in ("enum", "const", "default", "examples"):
-            _check_refs(document, value, f"{path}/{key}")
+            _check_refs(document, value, resolver, f"{path}/{key}")
 
 
 def validate_json_value(document: SchemaDocument, text: str, name: str = "output") -> Any:

@@ -22,12 +22,20 @@ def string_atom(node: dict[str, Any]) -> Atom | None:
     pattern = node.get("pattern")
     fmt = node.get("format")
     if isinstance(pattern, str):
-        atom["pattern"] = anchor_pattern(pattern)
+        atom["pattern"] = anchor_pattern(pattern, atom.get("maxLength"))
     elif isinstance(fmt, str) and fmt in FORMAT_PATTERNS:
-        atom["pattern"] = f"^(?:{FORMAT_PATTERNS[fmt]})$"
+        atom["pattern"] = _FORMAT_ANCHORED[fmt]
     if atom.get("minLength", 0) > atom.get("maxLength", math.inf):
         return None
     return atom
+
+
+_FORMAT_ANCHORED = {fmt: f"^(?:{pattern})$" for fmt, pattern in FORMAT_PATTERNS.items()}
+
+
+def is_format_pattern(pattern: str) -> bool:
+    """Whether ``pattern`` is the one :func:`string_atom` writes for a ``format`` (not the schema's own)."""
+    return pattern in _FORMAT_ANCHORED.values()
 
 
 def search(pattern: str, text: str) -> bool:
@@ -58,8 +66,16 @@ def upper_bound(node: dict[str, Any]) -> tuple[float | None, bool]:
     return (hi, False) if is_finite_number(hi) else (None, False)
 
 
+#: The integers the grammar engine can write (xgrammar refuses bounds outside 64 bits).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
 def integer_bounds(atom: Atom) -> Atom | None:
-    """Integer bounds as inclusive integers; None when the range holds no integer."""
+    """Integer bounds as inclusive integers within 64 bits; None when the range holds no such integer.
+
+    Bounds past 64 bits (``9223372036854776000``, a float written as an integer) are
+    tightened to the 64-bit range, which is all the grammar engine can write.
+    """
     lo = hi = None
     if "minimum" in atom:
         lo = math.ceil(atom.pop("minimum"))
@@ -71,11 +87,15 @@ def integer_bounds(atom: Atom) -> Atom | None:
     if "exclusiveMaximum" in atom:
         x = math.ceil(atom.pop("exclusiveMaximum")) - 1
         hi = x if hi is None else min(hi, x)
+    if lo is not None and lo < INT64_MIN:
+        lo = INT64_MIN
+    if hi is not None and hi > INT64_MAX:
+        hi = INT64_MAX
     if lo is not None:
         atom["minimum"] = lo
     if hi is not None:
         atom["maximum"] = hi
-    if lo is not None and hi is not None and lo > hi:
+    if (INT64_MIN if lo is None else lo) > (INT64_MAX if hi is None else hi):
         return None
     return atom
 

@@ -11,8 +11,12 @@ validation of every reply against the original schema (the keywords listed last 
   and ``anyOf`` branches that need it disappear; a schema that cannot do without it is refused).
 * ``allOf`` and ``$ref`` with siblings are merged: types intersected, bounds tightened,
   properties merged, enum values filtered by validating them (``jsonschema``).
-* ``oneOf`` becomes ``anyOf`` after making branches that might overlap disjoint where that is
-  safe (an optional property that another branch requires is left out); the reply is validated.
+* ``allOf``/``anyOf``/``oneOf`` parts are read within their siblings (a branch sees the properties
+  next to it). ``oneOf`` becomes ``anyOf`` after making branches that might overlap disjoint where
+  that is safe (a property with disjoint enums becomes required, or an optional property that
+  another branch requires is left out); a branch whose values always meet another is dropped;
+  the reply is validated. ``if``/``then``/``else`` and ``not`` are applied as far as
+  :mod:`~llmrun.backends.local.schema_conditions` can say exactly.
 * Untyped nodes (``{}``, ``true``) are any JSON value nested at most :data:`ANY_DEPTH` deep.
   Nodes without ``type`` but with keywords of one type (``properties``, ``minLength``...)
   take the types their keywords name.
@@ -28,20 +32,30 @@ validation of every reply against the original schema (the keywords listed last 
   they are not anchored, since the grammar matches whole strings.
 * ``uniqueItems`` on items from a few values (enum, booleans) allows one item (it would
   repeat otherwise).
-* Left to the reply's validation: ``if``/``then``/``else``, ``contains``, other ``uniqueItems``,
-  ``dependentSchemas`` on a required key, a general ``not``, ``minLength``/``maxLength`` next to
-  a ``pattern``.
+* Integers stay within 64 bits (all the grammar engine writes); a ``pattern`` next to a
+  ``maxLength`` is fitted to it where it can be.
+* Left to the reply's validation: ``contains``, other ``uniqueItems``, ``dependentSchemas`` on a
+  required key, the ``not`` and ``if`` forms not listed there, ``minLength`` next to a ``pattern``.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from fractions import Fraction
 from typing import Any
 
+from llmrun.backends.local.schema_atoms import (
+    Atom,
+    Atoms,
+    any_atoms,
+    to_schema,
+)
+from llmrun.backends.local.schema_conditions import apart, conditional, implies, negate
 from llmrun.backends.local.schema_keywords import (
     clean_number,
     integer_bounds,
+    is_format_pattern,
     lower_bound,
     search,
     string_atom,
@@ -51,12 +65,15 @@ from llmrun.backends.local.schema_patterns import anchor_pattern
 from llmrun.errors import SchemaError, UnsupportedFeatureError
 from llmrun.json_schema import SchemaDocument, check_json_schema, is_finite_number
 
-#: How deep an untyped (Any) value may nest arrays and objects.
-ANY_DEPTH = 2
 #: How many times a path may enter the same ``$ref`` (a recursive type is unrolled this deep).
 REF_DEPTH = 3
 #: After this many ``$ref`` followed, a recursive ``$ref`` is no longer entered again.
 WIDE_REF_VISITS = 2000
+#: A recursive schema whose plain form is longer than this (JSON characters) is not unrolled.
+MAX_PLAIN_CHARS = 400_000
+#: Past this many merges, ``if``/``then``/``else`` are left to the reply's validation (they multiply
+#: the alternatives of a schema that chains many of them).
+MAX_CONDITIONAL_MERGES = 10_000
 #: The most ``$ref`` a schema may follow when inlined.
 MAX_REF_VISITS = 50000
 #: The most alternatives a node may have after merging ``allOf``/``anyOf``/type lists.
@@ -71,85 +88,110 @@ _TYPE_KEYWORDS = {
     "string": ("minLength", "maxLength", "pattern", "format"),
     "number": ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"),
 }  # fmt: skip
-Atom = dict[str, Any]
-Atoms = list[Atom]
+_REF_KEYS = ("$ref", "$dynamicRef", "$recursiveRef")
 
 
 def normalize_schema(schema: Any, document: SchemaDocument | None = None) -> dict[str, Any]:
     """The plain form of ``schema`` (see the module docstring); raises when no value can satisfy it."""
     document = document or check_json_schema(schema)
-    normalizer = _Normalizer(document)
-    atoms = normalizer.atoms(document.schema, document.resolver(), ())
-    if not atoms:
-        why = "; ".join(dict.fromkeys(normalizer.dropped)) or "its keywords contradict each other"
-        raise SchemaError(f"no JSON value can be generated for this schema: {why}")
-    out = to_schema(atoms)
-    return out if isinstance(out, dict) else {"anyOf": []}
+    # if/then/else that multiply the alternatives are left to the reply's validation; a recursive
+    # schema that inlines too big is not unrolled at all
+    too_many_refs = 0
+    for depth, conditions in ((REF_DEPTH, True), (REF_DEPTH, False), (1, True), (1, False)):
+        if depth == too_many_refs:
+            continue
+        normalizer = _Normalizer(document, depth, conditions)
+        try:
+            atoms = normalizer.atoms(document.schema, document.resolver(), ())
+        except _OvergrownError:
+            too_many_refs = depth if normalizer.visits > MAX_REF_VISITS else 0
+            continue
+        if not atoms:
+            why = "; ".join(dict.fromkeys(normalizer.dropped)) or "its keywords contradict each other"
+            raise SchemaError(f"no JSON value can be generated for this schema: {why}")
+        out = to_schema(atoms)
+        if len(json.dumps(out)) <= MAX_PLAIN_CHARS or normalizer.recursion_cut == 0 or depth == 1:
+            return out if isinstance(out, dict) else {"anyOf": []}
+    raise UnsupportedFeatureError(
+        f"the schema grows past {MAX_REF_VISITS} subschemas when its $ref are inlined; simplify it"
+    )
 
 
-def emit(atoms: Atoms) -> dict[str, Any]:
-    """A schema from atoms: the atom itself when there is one, else their ``anyOf``."""
-    return atoms[0] if len(atoms) == 1 else {"anyOf": atoms}
-
-
-def any_atoms(depth: int = ANY_DEPTH) -> Atoms:
-    """Any JSON value, arrays and objects nested at most ``depth`` deep."""
-    out: Atoms = [{"type": t} for t in ("null", "boolean", "number", "string")]
-    if depth > 0:
-        inner = any_atoms(depth - 1)
-        out += [{"type": "array", "items": inner}, {"type": "object", "additionalProperties": inner}]
-    return out
+class _OvergrownError(Exception):
+    """Past :data:`MAX_CONDITIONAL_MERGES` merges (with conditions) or :data:`MAX_REF_VISITS` refs."""
 
 
 class _Normalizer:
-    def __init__(self, document: SchemaDocument) -> None:
+    def __init__(self, document: SchemaDocument, ref_depth: int = REF_DEPTH, conditions: bool = True) -> None:
         self.document = document
+        self.ref_depth = ref_depth
+        self.conditions = conditions  # apply if/then/else (else: left to the reply's validation)
+        self.merges = 0
+        self.recursion_cut = 0  # recursive $ref not entered again
         self.dropped: list[str] = []  # why alternatives were left out, for the error when none remain
         self.visits = 0  # $ref followed so far
 
     # ----------------------------------------------------------------- nodes
-    def atoms(self, node: Any, resolver: Any, refs: tuple[str, ...]) -> Atoms:
+    def atoms(
+        self,
+        node: Any,
+        resolver: Any,
+        refs: tuple[str, ...],
+        base: Atoms | None = None,
+        *,
+        entered: bool = False,
+    ) -> Atoms:
+        """The alternatives ``node`` allows; within ``base`` (what its siblings allow) when given.
+
+        ``entered``: ``resolver`` is already at ``node``'s own ``$id`` (a ref's target).
+        """
         if node is True or node == {}:
-            return any_atoms()
+            return any_atoms() if base is None else list(base)
         if node is False:
             self.dropped.append("a subschema is false")
             return []
         if not isinstance(node, dict):
             raise SchemaError(f"a subschema must be an object or a boolean, got {node!r}")
-        if isinstance(node.get("$id"), str):
-            resolver = resolver.in_subresource(self.document.specification.create_resource(node))
-        own = self.own_atoms(node, resolver, refs)
-        parts = [] if own is None else [own]
-        for key in ("$ref", "$dynamicRef", "$recursiveRef"):
-            if isinstance(node.get(key), str):
-                parts.append(self.ref(node[key], resolver, refs))
-        for sub in node.get("allOf") or ():
-            parts.append(self.atoms(sub, resolver, refs))
+        if not entered:
+            resolver = self.document.entered(node, resolver)
+        out = base
+        parts = [self.own_atoms(node, resolver, refs)]
+        parts += [self.ref(node[k], resolver, refs) for k in _REF_KEYS if isinstance(node.get(k), str)]
+        for part in parts:
+            if part is not None:
+                out = part if out is None else self.intersect(out, part)
+        for sub in node.get("allOf") or ():  # each part within the others: conditions see their siblings
+            out = self.atoms(sub, resolver, refs, out)
         if "anyOf" in node:
-            parts.append([a for sub in node["anyOf"] for a in self.atoms(sub, resolver, refs)])
+            out = [a for sub in node["anyOf"] for a in self.atoms(sub, resolver, refs, out)]
         if "oneOf" in node:
-            parts.append(self.one_of([self.atoms(sub, resolver, refs) for sub in node["oneOf"]]))
-        out = parts[0] if parts else any_atoms()
-        for part in parts[1:]:
-            out = self.intersect(out, part)
-        if isinstance(node.get("not"), dict):
-            out = self.apply_not(out, node["not"])
+            subs = node["oneOf"]
+            out = self.one_of([self.atoms(sub, resolver, refs, out) for sub in subs], subs)
+        out = any_atoms() if out is None else out
+        if "if" in node and self.conditions:
+            out = conditional(self, node, out, resolver, refs)
+        if "not" in node:
+            out = negate(self, out, node["not"], exact=False)
         return out
 
     def ref(self, ref: str, resolver: Any, refs: tuple[str, ...]) -> Atoms:
-        resolved = resolver.lookup(ref)
+        from referencing.exceptions import Unresolvable
+
+        try:
+            resolved = resolver.lookup(ref)
+        except Unresolvable as exc:
+            raise SchemaError(f"output_schema has a $ref {ref!r} that cannot be resolved ({exc})") from None
         key = f"{id(resolved.contents)}"
         self.visits += 1
         if self.visits > MAX_REF_VISITS:
-            raise UnsupportedFeatureError(
-                f"the schema grows past {MAX_REF_VISITS} subschemas when its $ref are inlined; simplify it"
-            )
+            raise _OvergrownError
         # a wide recursive schema is unrolled less deep, so that inlining stays small
-        depth = REF_DEPTH if self.visits <= WIDE_REF_VISITS else 1
+        depth = self.ref_depth if self.visits <= WIDE_REF_VISITS else 1
         if refs.count(key) >= depth:
-            self.dropped.append(f"the $ref {ref!r} is recursive and was unrolled {REF_DEPTH} levels deep")
+            self.recursion_cut += 1
+            self.dropped.append(f"the $ref {ref!r} is recursive and was unrolled {depth} levels deep")
             return []
-        return self.atoms(resolved.contents, resolved.resolver, (*refs, key))
+        return self.atoms(resolved.contents, resolved.resolver, (*refs, key), entered=True)
 
     def own_atoms(self, node: dict[str, Any], resolver: Any, refs: tuple[str, ...]) -> Atoms | None:
         """The alternatives ``type``/``enum``/``const`` and the type keywords allow; None: no constraint."""
@@ -234,6 +276,13 @@ class _Normalizer:
                     break
                 atom["prefixItems"].append(subatoms)
         rest = self.atoms(items if items is not None else True, resolver, refs)
+        need = int(node.get("minContains", 1))
+        if "contains" in node and rest and need > 0 and not prefix and "maxContains" not in node:
+            # the first items are ones that ``contains`` asks for (a tightening: they lead)
+            first = self.intersect(rest, self.atoms(node["contains"], resolver, refs))
+            if not first:
+                return self._drop("no array item can satisfy contains")
+            atom["prefixItems"], lo = [first] * need, max(lo, need)
         if not rest:
             count = len(atom.get("prefixItems", ()))
             hi = count if hi is None else min(int(hi), count)
@@ -279,7 +328,7 @@ class _Normalizer:
                 atom["properties"][name] = self.atoms(sub, resolver, refs)
         for name in required:  # a required key the schema never defines: the schema extra keys get
             if name not in atom["properties"]:
-                atom["properties"][name] = self._extra_schema(atom, name)
+                atom["properties"][name] = self.extra_schema(atom, name)
         atom["required"] = list(dict.fromkeys(required))
         return self._settle(atom)
 
@@ -289,7 +338,9 @@ class _Normalizer:
         deps.update(node.get("dependentSchemas") or {})
         return name in deps and name not in (node.get("required") or ())
 
-    def _extra_schema(self, atom: Atom, name: str) -> Atoms:
+    def extra_schema(self, atom: Atom, name: str) -> Atoms:
+        if name in atom.get("forbidden", ()):
+            return []
         matched = [s for p, s in atom.get("patternProperties", {}).items() if search(p, name)]
         if matched:
             out: Atoms = matched[0]
@@ -304,6 +355,12 @@ class _Normalizer:
 
     def _settle(self, atom: Atom) -> Atom | None:
         """Drop optional properties that no value fits; refuse the atom when a required one has none."""
+        patterns = atom.get("patternProperties") or {}
+        if not all(patterns.values()):  # keys of a pattern no value fits: none, and no other extra keys
+            atom["patternProperties"] = {p: v for p, v in patterns.items() if v}
+            atom["additionalProperties"] = False
+            if not atom["patternProperties"]:
+                del atom["patternProperties"]
         for name, sub in list(atom["properties"].items()):
             if not sub:
                 if name in atom["required"]:
@@ -328,6 +385,9 @@ class _Normalizer:
 
     # ----------------------------------------------------------------- combining
     def intersect(self, left: Atoms, right: Atoms) -> Atoms:
+        anything = any_atoms()  # any value (nested ANY_DEPTH deep): the other side as it is, not cut
+        if left == anything or right == anything:
+            return list(right if left == anything else left)
         out = [m for a in left for b in right if (m := self.merge(a, b)) is not None]
         if len(out) > MAX_ATOMS:
             raise UnsupportedFeatureError(
@@ -337,12 +397,13 @@ class _Normalizer:
         return out
 
     def merge(self, a: Atom, b: Atom) -> Atom | None:
+        self.merges += 1
+        if self.conditions and self.merges > MAX_CONDITIONAL_MERGES:
+            raise _OvergrownError
         if "enum" in a or "enum" in b:
             values, other = (a, b) if "enum" in a else (b, a)
             kept = [v for v in values["enum"] if "enum" not in other or v in other["enum"]]
-            kept = [
-                v for v in kept if "enum" in other or self.document.is_valid(v, _validation_schema(other))
-            ]
+            kept = [v for v in kept if "enum" in other or self.document.is_valid(v, to_schema([other]))]
             return {"enum": kept} if kept else self._drop("enum values contradict the other keywords")
         ta, tb = a["type"], b["type"]
         if ta != tb and {ta, tb} != {"integer", "number"}:
@@ -357,10 +418,14 @@ class _Normalizer:
         if "multipleOf" in a and "multipleOf" in b:
             out["multipleOf"] = math.lcm(int(a["multipleOf"]), int(b["multipleOf"]))
         if "pattern" in a and "pattern" in b and a["pattern"] != b["pattern"]:
-            raise UnsupportedFeatureError(
-                f"allOf combines two different string patterns ({a['pattern']!r} and {b['pattern']!r}), "
-                "which the grammar cannot intersect; write one pattern"
-            )
+            explicit = [x["pattern"] for x in (a, b) if not is_format_pattern(x["pattern"])]
+            if len(explicit) == 1:  # a format's pattern and a pattern: the pattern, as next to each other
+                out["pattern"] = explicit[0]
+            else:
+                raise UnsupportedFeatureError(
+                    f"allOf combines two different string patterns ({a['pattern']!r} and {b['pattern']!r}), "
+                    "which the grammar cannot intersect; write one pattern"
+                )
         if out["type"] == "array":
             return self._merge_arrays(a, b, out)
         if out["type"] == "object":
@@ -394,11 +459,13 @@ class _Normalizer:
     def _merge_objects(self, a: Atom, b: Atom, out: Atom) -> Atom | None:
         props: dict[str, Atoms] = {}
         for name in dict.fromkeys([*a.get("properties", {}), *b.get("properties", {})]):
-            x = a.get("properties", {}).get(name) or self._extra_schema(a, name)
-            y = b.get("properties", {}).get(name) or self._extra_schema(b, name)
+            x = a.get("properties", {}).get(name) or self.extra_schema(a, name)
+            y = b.get("properties", {}).get(name) or self.extra_schema(b, name)
             props[name] = self.intersect(x, y)
         out["properties"] = props
         out["required"] = list(dict.fromkeys([*a.get("required", ()), *b.get("required", ())]))
+        if "forbidden" in a or "forbidden" in b:
+            out["forbidden"] = list(dict.fromkeys([*a.get("forbidden", ()), *b.get("forbidden", ())]))
         ea, eb = a.get("additionalProperties"), b.get("additionalProperties")
         if ea is False or eb is False:
             out["additionalProperties"] = False
@@ -408,81 +475,28 @@ class _Normalizer:
             out["patternProperties"] = {**a["patternProperties"], **b["patternProperties"]}
         return self._settle(out)
 
-    def one_of(self, branches: list[Atoms]) -> Atoms:
-        """The union of ``branches``, each tightened so that it cannot match another where that is safe."""
+    def one_of(self, branches: list[Atoms], subs: list[Any]) -> Atoms:
+        """The union of ``branches``, each tightened so that it cannot match another where that is safe.
+
+        Each is kept apart from the others as the schema writes them (not as tightened here: a
+        value outside a tightened branch may still be valid for the branch itself).
+        """
+        branches = [
+            [self._apart_all(atom, [b for j, b in enumerate(branches) if j != i]) for atom in branch]
+            for i, branch in enumerate(branches)
+        ]
         out: Atoms = []
         for i, branch in enumerate(branches):
-            for atom in branch:
-                for j, other in enumerate(branches):
-                    if i != j:
-                        atom = self._apart(atom, other)
-                out.append(atom)
+            others = [sub for j, sub in enumerate(subs) if i != j]
+            checked = self.document.format_checker.checkers
+            if any(implies(a, sub, checked) for a in branch for sub in others):
+                self.dropped.append("a oneOf branch's values are always valid for another branch too")
+                branch = [a for a in branch if not any(implies(a, sub, checked) for sub in others)]
+            out += branch
         return out
 
-    def _apart(self, atom: Atom, others: Atoms) -> Atom:
+    @staticmethod
+    def _apart_all(atom: Atom, others: list[Atoms]) -> Atom:
         for other in others:
-            if atom.get("type") != "object" or other.get("type") != "object":
-                continue
-            mine = set(atom.get("required", ()))
-            for key in other.get("required", ()):
-                if (
-                    key not in mine
-                    and key in atom.get("properties", {})
-                    and "additionalProperties" not in atom
-                ):
-                    atom = {**atom, "properties": {k: v for k, v in atom["properties"].items() if k != key}}
-                    break
+            atom = apart(atom, other)
         return atom
-
-    def apply_not(self, atoms: Atoms, negated: dict[str, Any]) -> Atoms:
-        """Apply the ``not`` forms that tightening can meet; others are left to the reply's validation."""
-        keys = set(negated) - {"title", "description"}
-        if keys == {"required"}:
-            banned = list(negated["required"])
-            out = []
-            for atom in atoms:
-                if atom.get("type") == "object" and all(k in atom.get("required", ()) for k in banned):
-                    continue
-                if atom.get("type") == "object" and banned and "additionalProperties" not in atom:
-                    key = next(k for k in banned if k not in atom.get("required", ()))
-                    atom = {
-                        **atom,
-                        "properties": {k: v for k, v in atom.get("properties", {}).items() if k != key},
-                    }
-                out.append(atom)
-            return out
-        if keys <= {"enum", "const"}:
-            bad = [negated["const"]] if "const" in negated else list(negated.get("enum") or ())
-            return [{"enum": [v for v in a["enum"] if v not in bad]} if "enum" in a else a for a in atoms]
-        return atoms
-
-
-def to_schema(atoms: Atoms) -> dict[str, Any] | bool:
-    """Turn nested atom lists into plain JSON Schema (nested schemas are atom lists while merging)."""
-    if not atoms:
-        return False
-    return emit([_atom_schema(a) for a in atoms])
-
-
-def _atom_schema(atom: Atom) -> dict[str, Any]:
-    out = dict(atom)
-    if out.get("type") == "object" and "additionalProperties" not in out:
-        # no word on other keys: none next to named properties (tighter), any where none are named
-        named = len(out.get("properties") or ()) + len(out.get("patternProperties") or ())
-        free = not named or out.get("minProperties", 0) > len(out.get("properties") or ())
-        out["additionalProperties"] = any_atoms(ANY_DEPTH - 1) if free else False
-    if "properties" in out:
-        out["properties"] = {k: to_schema(v) for k, v in out["properties"].items()}
-    if "patternProperties" in out:
-        out["patternProperties"] = {k: to_schema(v) for k, v in out["patternProperties"].items()}
-    if isinstance(out.get("additionalProperties"), list):
-        out["additionalProperties"] = to_schema(out["additionalProperties"])
-    if isinstance(out.get("items"), list):
-        out["items"] = to_schema(out["items"])
-    if "prefixItems" in out:
-        out["prefixItems"] = [to_schema(p) for p in out["prefixItems"]]
-    return out
-
-
-def _validation_schema(atom: Atom) -> dict[str, Any] | bool:
-    return to_schema([atom])

@@ -21,14 +21,104 @@ from llmrun.errors import UnsupportedFeatureError
 __all__ = ["anchor_pattern", "bound_pattern", "cap_repeats", "char_bytes", "pattern_width", "where"]
 
 
-def anchor_pattern(pattern: str) -> str:
-    """``pattern`` (matched anywhere, as JSON Schema says) as a whole-string pattern for the grammar."""
+def anchor_pattern(pattern: str, max_length: int | None = None) -> str:
+    """``pattern`` (matched anywhere, as JSON Schema says) as a whole-string pattern for the grammar.
+
+    With ``max_length`` (the string's ``maxLength``), unanchored ends are left unpadded when the
+    padding would leave the body no room (``[0-9]{10}`` with ``maxLength: 10`` is the ten digits
+    alone); the bounds (:mod:`~llmrun.backends.local.schema_bounds`) cap the rest. Control
+    characters written raw (a NUL in ``[^\\x00]``) are written as ``\\xNN`` escapes.
+    """
+    pattern = json_text_pattern(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", pattern))
     if _top_level_alternation(pattern):
         return pattern  # the grammar matches one alternative whole: a subset of what the pattern allows
     starts = pattern.startswith("^")
     ends = pattern.endswith("$") and not pattern.endswith("\\$")
     body = pattern[1 if starts else 0 : len(pattern) - 1 if ends else None]
-    return "^" + ("" if starts else ".*") + body + ("" if ends else ".*") + "$"
+    anchored = "^" + ("" if starts else ".*") + body + ("" if ends else ".*") + "$"
+    whole = "^" + body + "$"  # a subset: the body alone, no padding
+    if max_length is None or whole == anchored:
+        return anchored
+    try:  # the padding, at its shortest, would not leave room for the body: without it
+        if (
+            pattern_width(cap_repeats(anchored, 0), ())
+            > max_length
+            >= pattern_width(cap_repeats(whole, 0), ())
+        ):
+            return whole
+    except UnsupportedFeatureError:
+        pass
+    return anchored
+
+
+_BACKSLASH, _QUOTE = "\\\\\\\\", '\\\\"'  # the regexes of a JSON-escaped backslash and quote
+_CLASS_ITEM = re.compile(r"\\u[0-9a-fA-F]{4}|\\x[0-9a-fA-F]{2}|\\.|.", re.DOTALL)
+
+
+def json_text_pattern(pattern: str) -> str:
+    """``pattern`` as the grammar engine reads it: against the JSON text of the string, escapes included.
+
+    xgrammar matches a string's ``pattern`` against its JSON text, so a literal backslash or
+    quote in the pattern would let it write one raw (invalid JSON): they are written as the
+    regexes of their escapes (``\\\\`` for a backslash, ``\\"`` for a quote). Negated classes and
+    ``.`` never give them (the engine leaves escapes out there, a tightening).
+    """
+    out: list[str] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        c = pattern[i]
+        if c == "[":
+            j = _class_end(pattern, i)
+            out.append(_json_class(pattern[i : j + 1]))
+            i = j + 1
+            continue
+        item = _CLASS_ITEM.match(pattern, i)
+        token = item.group() if item else c
+        out.append(_escaped(token) or token)
+        i += len(token)
+    return "".join(out)
+
+
+def _escaped(token: str) -> str | None:
+    """The JSON-escape regex of a backslash or quote ``token``; None for other tokens."""
+    if token in ("\\\\", "\\x5c", "\\x5C", "\\u005c", "\\u005C"):
+        return _BACKSLASH
+    if token in ('"', '\\"', "\\x22", "\\u0022"):
+        return _QUOTE
+    return None
+
+
+def _class_end(pattern: str, start: int) -> int:
+    j = start + 1
+    if j < len(pattern) and pattern[j] == "^":
+        j += 1
+    if j < len(pattern) and pattern[j] == "]":
+        j += 1
+    while j < len(pattern) and pattern[j] != "]":
+        j += 2 if pattern[j] == "\\" else 1
+    return j
+
+
+def _json_class(cls: str) -> str:
+    """A class with a literal backslash or quote as an alternation of the rest and their escapes."""
+    if cls.startswith("[^") or not cls.endswith("]"):
+        return cls
+    items = _CLASS_ITEM.findall(cls[1:-1])
+    kept, escapes = [], []
+    for k, token in enumerate(items):
+        escape = _escaped(token)
+        if escape is None:
+            kept.append(token)
+        elif "-" in (items[k - 1] if k else "", items[k + 1] if k + 1 < len(items) else ""):
+            return cls  # part of a range: left as it is (the engine may refuse it)
+        elif escape not in escapes:
+            escapes.append(escape)
+    if not escapes:
+        return cls
+    return "(?:" + "|".join(([f"[{''.join(kept)}]"] if kept else []) + escapes) + ")"
+
+
+_CONTROL = re.compile(r"(?<!\\)[\x00-\x1f]")
 
 
 def _top_level_alternation(pattern: str) -> bool:
