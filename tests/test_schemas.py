@@ -168,13 +168,14 @@ def _walk(
         logits = torch.randn(rows, width, generator=gen)  # [B, V]
         constraint.mask_logits(logits)
         chosen = logits.argmax(dim=-1)  # [B]
+        running = [not done for done in constraint.finished()]
+        constraint.advance(chosen)  # may replace a token (in place) to keep the reply closable
         for row in range(rows):
-            if not ended[row] and not constraint.finished()[row]:
+            if not ended[row] and running[row]:
                 if int(chosen[row]) in stop:
                     ended[row] = True  # a stop token the grammar allows: the value is complete
                 else:
                     out[row].append(int(chosen[row]))
-        constraint.advance(chosen)
         if all(e or f for e, f in zip(ended, constraint.finished(), strict=True)):
             break
     done = [e or f for e, f in zip(ended, constraint.finished(), strict=True)]
