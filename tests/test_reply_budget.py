@@ -19,7 +19,7 @@ pytest.importorskip("interegular")
 
 from llmrun.backends.local import grammar  # noqa: E402
 from llmrun.backends.local.reply_patterns import pattern_automaton  # noqa: E402
-from llmrun.backends.local.reply_plan import OPQ, PAT, STR, UNI, plan_reply  # noqa: E402
+from llmrun.backends.local.reply_plan import MUL, OPQ, PAT, STR, UNI, plan_reply  # noqa: E402
 from llmrun.backends.local.reply_tracker import ReplyTracker  # noqa: E402
 from llmrun.errors import InvalidInputError  # noqa: E402
 from llmrun.runner import OutputSpec  # noqa: E402
@@ -98,6 +98,30 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         },
         "required": ["any", "maybe", "alike", "kind", "min"],
     },
+    "objects-alike": {
+        "type": "object",
+        "properties": {
+            "shape": {
+                "anyOf": [
+                    {
+                        "type": "object",
+                        "properties": {"kind": {"const": "circle"}, "r": _INT},
+                        "required": ["kind", "r"],
+                    },
+                    {
+                        "type": "object",
+                        "properties": {"kind": {"const": "box"}, "w": _STR, "h": _STR},
+                        "required": ["kind"],
+                    },
+                    {"type": "array", "items": _STR},
+                    {"type": "string", "pattern": "^[a-z]+$"},
+                    {"type": "string", "maxLength": 4},
+                ]
+            },
+            "names": {"type": "array", "items": {"anyOf": [{"type": "string", "format": "email"}, _STR]}},
+        },
+        "required": ["shape", "names"],
+    },
     "root-array": {
         "type": "array",
         "items": {"type": "object", "properties": {"s": _STR}, "required": ["s"]},
@@ -173,7 +197,9 @@ def _never_close(tokenizer: Any) -> Any:
     return lambda step, rows, width: score[:width].repeat(rows, 1)
 
 
-@pytest.mark.parametrize("name", ["flat", "arrays", "free-keys", "deep", "patterns", "unions", "root-array"])
+@pytest.mark.parametrize(
+    "name", ["flat", "arrays", "free-keys", "deep", "patterns", "unions", "objects-alike", "root-array"]
+)
 @pytest.mark.parametrize("budget", [96, 150])
 def test_logits_that_never_close_still_close_within_the_budget(
     tokenizer: Any, name: str, budget: int
@@ -294,7 +320,10 @@ def test_nodes_are_followed_where_they_can_grow_and_bounded_elsewhere() -> None:
     }
     plan = plan_reply(schema, 300)
     kinds = {p[0].decode(): p[1].kind for p in plan.root.props}
-    assert kinds == {'"s"': STR, '"p"': PAT, '"u"': UNI, '"n"': OPQ, '"alike"': OPQ}
+    assert kinds == {'"s"': STR, '"p"': PAT, '"u"': UNI, '"n"': OPQ, '"alike"': UNI}
+    alike = plan.root.props[-1][1].by_byte[ord('"')]
+    assert alike.kind == MUL, "alternatives that start alike are followed together"
+    assert [a.kind for a in alike.alts] == [STR, OPQ]
     assert "maxLength" not in plan.schema["properties"]["s"], "no worst-case share in the grammar"
     assert plan.min_tokens == len('{"s":"","p":"111-x","u":"","n":0,"alike":""}')
 

@@ -55,15 +55,19 @@ from llmrun.backends.local.schema_normalize import normalize_schema
 from llmrun.backends.local.schema_patterns import bound_pattern
 from llmrun.errors import InvalidInputError
 
-__all__ = ["ARR", "OBJ", "OPQ", "PAT", "STR", "UNI", "Node", "ReplyPlan", "plan_reply"]
+__all__ = ["ARR", "MUL", "OBJ", "OPQ", "PAT", "STR", "UNI", "Node", "ReplyPlan", "plan_reply"]
 
 #: Node kinds.
-OBJ, ARR, STR, OPQ, UNI, PAT = range(6)
+OBJ, ARR, STR, OPQ, UNI, PAT, MUL = range(7)
+#: First bytes of values that end on a byte of their own (strings, objects, arrays).
+_SELF_ENDING = frozenset(b'"{[')
 #: A bounded value may take at most 1 / BOUNDED_SHARE of what the smallest reply leaves.
 BOUNDED_SHARE = 2
 #: The largest share a bounded value gets: the grammar engine spells out bounded repeats, so an
 #: array of objects with ``maxItems`` 30 compiles slowly; a bounded value is rarely long.
 MAX_SHARE = 32
+#: Characters a pattern may take in a bounded value (its unbounded repeats capped).
+BOUNDED_PATTERN_CHARS = 64
 #: A bounded array may hold one item per this many tokens of its share.
 ITEMS_PER_SHARE = 2
 #: Characters a pattern string may take (its unbounded repeats capped), for the same reason.
@@ -80,6 +84,7 @@ class Node:
     """One value position of the schema, as the tracker sees it (see the module docstring)."""
 
     __slots__ = (
+        "alts",
         "automaton",
         "by_byte",
         "comma_cost",
@@ -122,6 +127,7 @@ class Node:
         self.next_req: tuple[int, ...] = ()  # OBJ: the first required index >= p (len: none)
         self.comma_cost: tuple[int, ...] = ()  # OBJ: after "," once past index p - 1
         self.by_byte: dict[int, Node] = {}  # UNI: the alternative a first byte selects
+        self.alts: tuple[Node, ...] = ()  # MUL: alternatives that start alike, followed together
         self.automaton: PatternAutomaton | None = None  # PAT: the pattern's DFA
         self.key_automaton: PatternAutomaton | None = None  # OBJ: the DFA free keys follow (None: any key)
         self.free_key_cost = 2  # OBJ: the smallest free key, quotes included
@@ -229,15 +235,31 @@ class _Planner:
         return self.bounded(node, path)
 
     def union(self, node: _Json, path: tuple[str, ...]) -> tuple[Any, Node]:
+        """``anyOf``: the first byte picks the alternative; alternatives that start alike are
+        followed together (:data:`MUL`) when each ends on a byte of its own (a string, an object,
+        an array), else the whole union is one bounded value."""
         built = [self.node(atom, path) for atom in node["anyOf"]]
-        seen: set[int] = set()
+        groups: dict[int, list[Node]] = {}
         for _, sub in built:
-            if sub.first & seen:  # alternatives that start alike: one bounded value
-                return self.bounded(node, path)
-            seen |= sub.first
+            for b in sub.first:
+                groups.setdefault(b, []).append(sub)
         out = Node(UNI)
-        out.first = frozenset(seen)
-        out.by_byte = {b: sub for _, sub in built for b in sub.first}
+        together: dict[tuple[int, ...], Node] = {}
+        for b, subs in groups.items():
+            if len(subs) == 1:
+                out.by_byte[b] = subs[0]
+                continue
+            if not all(sub.first <= _SELF_ENDING for sub in subs):
+                return self.bounded(node, path)
+            key = tuple(id(sub) for sub in subs)
+            if key not in together:
+                multi = together[key] = Node(MUL)
+                multi.alts = tuple(subs)
+                multi.first = frozenset.union(*(sub.first for sub in subs))
+                best = min(subs, key=lambda n: n.min_cost)
+                multi.min_cost, multi.min_text = best.min_cost, best.min_text
+            out.by_byte[b] = together[key]
+        out.first = frozenset(groups)
         cheapest = min((sub for _, sub in built), key=lambda n: n.min_cost)
         out.min_cost, out.min_text = cheapest.min_cost, cheapest.min_text
         rest = {k: v for k, v in node.items() if k != "anyOf"}
@@ -334,6 +356,7 @@ class _Planner:
             grammar = copy.deepcopy(base)
             bounder = Bounder(share)
             bounder.items = -(-share // ITEMS_PER_SHARE)  # more items than the worst-case sizing gave
+            bounder.pattern_share = BOUNDED_PATTERN_CHARS  # a pattern's longest match: not all of them
             if isinstance(base, dict) and base.get("type") in ("integer", "number"):
                 bounder.digits = MAX_NUMBER_DIGITS  # a number alone gets its digits whatever the share
             bounder.node(grammar, path)

@@ -26,12 +26,12 @@ from __future__ import annotations
 from typing import Any
 
 from llmrun.backends.local.reply_patterns import ESCAPES
-from llmrun.backends.local.reply_plan import ARR, OBJ, PAT, STR, UNI, Node
+from llmrun.backends.local.reply_plan import ARR, MUL, OBJ, PAT, STR, UNI, Node
 
 __all__ = ["ReplyTracker"]
 
 # frame kinds (first field of each frame tuple)
-_ROOT, _OBJ, _ARR, _STR, _OPQ, _PAT = range(6)
+_ROOT, _OBJ, _ARR, _STR, _OPQ, _PAT, _MUL = range(7)
 # object phases
 _O_START, _O_KEY, _O_COLON, _O_VALUE, _O_CHILD, _O_AFTER, _O_COMMA = range(7)
 # array phases
@@ -73,8 +73,7 @@ class ReplyTracker:
 
     def string_cap(self) -> int | None:
         """Inside a bounded value: its share (the most tokens one of its strings may take); else None."""
-        frame = self.stack[-1]
-        return int(frame[1].share) if frame[0] == _OPQ else None
+        return _cap_of(self.stack[-1])
 
     def hint(self) -> int | None:
         """The next byte of the cheapest closing, where it is cheap to know (in a pattern string)."""
@@ -122,6 +121,9 @@ class ReplyTracker:
             if kind == _PAT:
                 self._pattern_byte(frame, b)
                 return
+            if kind == _MUL:
+                self._together_byte(frame, b)
+                return
             if kind == _OPQ:
                 if not self._bounded_byte(frame, b):
                     continue  # a scalar ended before this byte: the byte is its parent's
@@ -152,6 +154,10 @@ class ReplyTracker:
             self.stack.append((_ARR, node, _A_START, 0))
         elif kind == STR:
             self.stack.append((_STR, node, 0, False, 0))
+        elif kind == MUL:
+            alts = tuple((_ROOT, alt, _R_PENDING) for alt in node.alts)
+            self.stack.append((_MUL, node, tuple((alt,) for alt in alts)))
+            self._together_byte(self.stack[-1], b)
         elif kind == PAT:
             assert node.automaton is not None
             self.stack.append((_PAT, node, node.automaton.initial, False, b""))
@@ -222,6 +228,23 @@ class ReplyTracker:
             self._start(node.item(count), b)
         else:
             self.lost = True
+
+    def _together_byte(self, frame: tuple[Any, ...], b: int) -> None:
+        """A byte of a value whose alternatives start alike: each still possible one follows it."""
+        alive, done = [], False
+        for stack in frame[2]:
+            sub = ReplyTracker.__new__(ReplyTracker)
+            sub.stack, sub.lost, sub.step = list(stack), False, self.step
+            sub._byte(b)
+            if not sub.lost:
+                alive.append(tuple(sub.stack))
+                done = done or (len(sub.stack) == 1 and sub.stack[0][2] == _R_DONE)
+        if not alive:
+            self.lost = True
+        elif done:
+            self._close()
+        else:
+            self.stack[-1] = (_MUL, frame[1], tuple(alive))
 
     def _pattern_byte(self, frame: tuple[Any, ...], b: int) -> None:
         """A byte of a pattern string: JSON escapes and UTF-8 decoded, characters fed to the automaton."""
@@ -294,6 +317,14 @@ class ReplyTracker:
 
 
 # ---------------------------------------------------------------------- costs
+
+
+def _cap_of(frame: tuple[Any, ...]) -> int | None:
+    """A bounded value's share; for alternatives followed together, the smallest of theirs."""
+    if frame[0] == _MUL:
+        caps = [c for c in (_cap_of(stack[-1]) for stack in frame[2]) if c is not None]
+        return min(caps) if caps else None
+    return int(frame[1].share) if frame[0] == _OPQ else None
 
 
 def _root_cost(frame: tuple[Any, ...]) -> int:
@@ -401,4 +432,17 @@ def _pattern_cost(frame: tuple[Any, ...]) -> int:
     return int(automaton.cost[state]) + 1
 
 
-_FRAME_COST = (_root_cost, _object_cost, _array_cost, _string_cost, _bounded_cost, _pattern_cost)
+def _together_cost(frame: tuple[Any, ...]) -> int:
+    """The cheapest closing among the alternatives still possible."""
+    return min(sum(_FRAME_COST[f[0]](f) for f in stack) for stack in frame[2])
+
+
+_FRAME_COST = (
+    _root_cost,
+    _object_cost,
+    _array_cost,
+    _string_cost,
+    _bounded_cost,
+    _pattern_cost,
+    _together_cost,
+)

@@ -248,6 +248,7 @@ class _Bounder:
 
     def __init__(self, share: int) -> None:
         self.share = share  # a pattern may match share // (bytes per character) characters
+        self.pattern_share = share  # ... unless the caller gives patterns a share of their own
         self.items = -(-share // ITEMS_PER_TOKENS)  # ceil(T / 8)
         self.digits = min(max(share, 1), MAX_NUMBER_DIGITS)
 
@@ -265,7 +266,7 @@ class _Bounder:
             bounded = {}
             for pattern, sub in node["patternProperties"].items():
                 self.node(sub, (*path, "*"))
-                chars = max(self.share // char_bytes(pattern), 1)
+                chars = max(self.pattern_share // char_bytes(pattern), 1)
                 bounded[bound_pattern(pattern, chars, (*path, "<key>"))] = sub
             node["patternProperties"] = bounded
         if isinstance(node.get("propertyNames"), dict):
@@ -293,7 +294,7 @@ class _Bounder:
 
     def string(self, node: _Json, path: tuple[str, ...]) -> None:
         if "pattern" in node:  # plain strings are capped in tokens by the decoder
-            own = self.share // char_bytes(str(node["pattern"]))
+            own = self.pattern_share // char_bytes(str(node["pattern"]))
             chars = max(int(node.get("minLength", 0)), min(own, _int(node, "maxLength")))
             node["pattern"] = bound_pattern(str(node["pattern"]), chars, path)
             node.pop("minLength", None)
