@@ -468,4 +468,6 @@ def test_the_coverage_benchmark_runs_on_a_tiny_corpus(tmp_path: Path) -> None:
     assert tiny["schemas"] == 3
     assert (tiny["valid"], tiny["refused"], tiny["rejected"], tiny["unclosed"]) == (2, 1, 0, 0)
     assert tiny["refused_by"] == {"$ref": 1}
-    assert (tiny["instances"], tiny["instances_accepted"]) == (2, 2)
+    assert (tiny["instances"], tiny["instances_allowed"], tiny["instances_accepted"]) == (2, 2, 2)
+    assert tiny["instances_share"] == 1.0
+    assert tiny["instances_missed"] == {"tracker": 0, "bounds": 0, "normalized": 0, "grammar": 0}
