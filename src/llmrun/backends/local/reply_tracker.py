@@ -195,7 +195,11 @@ class ReplyTracker:
                 index = node.names.get(key)
                 if index is not None and index in node.allowed(pos):
                     cur = index
-                elif node.free_allowed(pos) and index is None and _key_end(node, key[:-1]) == 0:
+                elif (
+                    node.free_allowed(pos)
+                    and index is None
+                    and (node.key_automaton is None or _key_end(node, key[:-1]) == 0)
+                ):
                     cur = _FREE
                 else:
                     self.lost = True
@@ -343,7 +347,7 @@ def _value_of(node: Node, cur: int) -> Node:
 
 
 def _object_cost(frame: tuple[Any, ...]) -> int:
-    _, node, phase, pos, cur, key, _, _, _ = frame
+    _, node, phase, pos, cur, key, _, kesc, kpend = frame
     if phase == _O_CHILD:
         return _after(node, cur)
     if phase == _O_AFTER:
@@ -364,7 +368,7 @@ def _object_cost(frame: tuple[Any, ...]) -> int:
             best = min(best, len(literal) - len(key) + 1 + props[q][1].min_cost + node.object_tail(q, False))
     if node.free_allowed(pos) and node.names.get(key + b'"') is None:
         assert node.free is not None
-        end = _key_end(node, key)
+        end = kpend + kesc if node.key_automaton is None else _key_end(node, key)
         if end is not None:
             best = min(best, end + 2 + node.free.min_cost + node.object_tail(len(props) - 1, False))
     return best
