@@ -10,23 +10,29 @@ that tree and keeps *closing cost <= tokens left* after every token (see there).
 
 Nodes
 -----
-* **Dynamic** (followed byte by byte, no bound added): objects (named properties in
-  the schema's order, then free keys from ``additionalProperties``), arrays
-  (``prefixItems``, ``items``, ``minItems``), plain strings (no ``pattern``), and
-  ``anyOf`` whose alternatives start with different bytes (``Optional[str]``, the
-  untyped "any JSON value", ...).
-* **Bounded** (one opaque value with a static worst case, as
-  :mod:`~llmrun.backends.local.schema_bounds` sizes it with the share ``T``):
-  numbers (open sides get ``min(T, 15)`` digits), booleans, null, ``enum``/``const``,
-  strings with a ``pattern`` or ``format``, objects with ``patternProperties``,
-  ``propertyNames`` or a ``minProperties`` above their required keys, and ``anyOf``
-  whose alternatives may start alike. Their smallest value (the shortest enum value,
-  ``0`` or the bound nearest it, ``true``, ``null``) is what closing writes; a
-  pattern's smallest value is not computed, so a pattern string counts at its
-  largest. Strings inside them are capped at ``T`` tokens by the decoder.
-* ``T`` is the largest share for which the smallest reply plus the largest
-  excess of one bounded value over its smallest one fits the budget (so a model
-  can write any bounded value at the start), or 0.
+* **Followed** (no bound added): objects (named properties in the schema's order,
+  then free keys from ``additionalProperties`` or one ``patternProperties`` pattern),
+  arrays (``prefixItems``, ``items``, ``minItems``), plain strings, strings with a
+  ``pattern`` or ``format`` (through the pattern's automaton,
+  :mod:`~llmrun.backends.local.reply_patterns`; the grammar caps its unbounded repeats
+  at :data:`PATTERN_CHARS` characters), and ``anyOf``: the first byte picks the
+  alternative, and alternatives that start alike are followed together (:data:`MUL`)
+  when each ends on a byte of its own (a string, an object, an array).
+* **Bounded** (one value with a static worst case, sized as
+  :mod:`~llmrun.backends.local.schema_bounds` does with a share ``T`` of its own):
+  numbers (15 digits for open sides), booleans, null, ``enum``/``const``, patterns the
+  automaton library cannot read, objects with several ``patternProperties``,
+  ``propertyNames`` or a ``minProperties`` above their required keys, and the ``anyOf``
+  that cannot be followed. Their smallest value (:func:`~llmrun.backends.local.reply_values.smallest`:
+  ``0`` or the bound nearest it, ``true``, the shortest enum value ...) is what closing
+  writes; any other value counts at its worst case. ``T`` is the largest (at most
+  :data:`MAX_SHARE`) whose worst case exceeds the smallest value by at most half of
+  what the schema's smallest reply leaves of the budget; strings inside are capped at
+  ``T`` tokens by the decoder, arrays at ``T / 2`` items, patterns at
+  :data:`BOUNDED_PATTERN_CHARS` characters.
+* A normalized schema longer than :data:`MAX_SCHEMA_CHARS` first loses optional
+  properties, the most deeply nested first (the grammar engine takes minutes on
+  schemas of hundreds of kB).
 
 Cost model: one token per UTF-8 byte of compact JSON (any tokenizer has at least
 one byte per token), so the smallest reply's bytes bound the tokens it needs. A
@@ -38,18 +44,17 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from llmrun.backends.local.reply_patterns import PatternAutomaton, pattern_automaton
+from llmrun.backends.local.reply_values import drop_false_patterns, first_bytes, grows, smallest
 from llmrun.backends.local.schema_bounds import (
     MAX_NUMBER_DIGITS,
     Bounder,
     Measure,
     drop_optional,
-    literal_bytes,
 )
 from llmrun.backends.local.schema_normalize import normalize_schema
 from llmrun.backends.local.schema_patterns import bound_pattern
@@ -75,8 +80,6 @@ PATTERN_CHARS = 256
 #: A normalized schema longer than this (JSON characters) loses optional properties, the most deeply
 #: nested first, until it is not: the grammar engine takes minutes on schemas of hundreds of kB.
 MAX_SCHEMA_CHARS = 20000
-#: Bytes a number value may start with.
-_NUMBER_START = frozenset(b"-0123456789")
 _Json = dict[str, Any]
 
 
@@ -349,8 +352,8 @@ class _Planner:
         """A value with a static worst case, bounded with the largest share whose worst case exceeds
         its smallest value by at most ``limit`` (0 when none does), measured, its smallest value found."""
         base = copy.deepcopy(node)
-        _drop_false_patterns(base)
-        text = _smallest(base)
+        drop_false_patterns(base)
+        text = smallest(base)
 
         def build(share: int) -> tuple[Any, int]:
             grammar = copy.deepcopy(base)
@@ -363,7 +366,7 @@ class _Planner:
             return grammar, Measure(grammar, share).node(grammar, path)
 
         share, (grammar, width) = 0, build(0)
-        if _grows(base):
+        if grows(base):
             self.sized = True
             lo, hi = 0, min(self.limit, MAX_SHARE)
             while lo < hi:
@@ -375,7 +378,7 @@ class _Planner:
                     hi = mid - 1
         out = Node(OPQ)
         out.width, out.share = width, share
-        out.first = _first_bytes(grammar)
+        out.first = first_bytes(grammar)
         out.min_text = text if text is not None and len(text) <= width else None
         out.min_cost = width if out.min_text is None else len(out.min_text)
         self.share = max(self.share, share)
@@ -388,30 +391,6 @@ def _comma_cost(node: Node, pos: int) -> int:
     if node.free_allowed(pos):
         costs.append(node.free_entry_cost() + node.object_tail(len(node.props) - 1, False))
     return min(costs, default=1 << 30)
-
-
-def _drop_false_patterns(node: Any) -> None:
-    """Leave out ``patternProperties`` whose schema is ``false`` where no other key is allowed either
-    (the same keys are refused; the grammar engine refuses a ``false`` schema)."""
-    if isinstance(node, list):
-        for sub in node:
-            _drop_false_patterns(sub)
-        return
-    if not isinstance(node, dict):
-        return
-    patterns = node.get("patternProperties")
-    if isinstance(patterns, dict) and node.get("additionalProperties", False) is False:
-        kept = {p: s for p, s in patterns.items() if s is not False}
-        if kept:
-            node["patternProperties"] = kept
-        else:
-            node.pop("patternProperties")
-    for key, sub in node.items():
-        if key in ("properties", "patternProperties") and isinstance(sub, dict):
-            for value in sub.values():
-                _drop_false_patterns(value)
-        elif key in ("items", "prefixItems", "anyOf", "additionalProperties"):
-            _drop_false_patterns(sub)
 
 
 def _plain_object(node: _Json) -> bool:
@@ -436,106 +415,3 @@ def _min_of(node: Node | None) -> int:
 
 def _text_of(node: Node | None) -> bytes | None:
     return None if node is None else node.min_text
-
-
-def _first_bytes(node: Any) -> frozenset[int]:
-    """The bytes a (normalized, bounded) value's compact JSON can start with."""
-    if not isinstance(node, dict):
-        return frozenset(b'{["-0123456789tfn')
-    if "anyOf" in node:
-        return frozenset(b for sub in node["anyOf"] for b in _first_bytes(sub))
-    if "enum" in node or "const" in node:
-        values = node["enum"] if "enum" in node else [node["const"]]
-        return frozenset(_dump(v)[0] for v in values)
-    kind = node.get("type")
-    starts = {"string": b'"', "array": b"[", "object": b"{", "boolean": b"tf", "null": b"n"}
-    if kind in starts:
-        return frozenset(starts[kind])
-    if kind in ("integer", "number"):
-        return _NUMBER_START
-    return frozenset(b'{["-0123456789tfn')
-
-
-def _smallest(node: Any) -> bytes | None:
-    """The shortest compact JSON text of a bounded value, where it is simple to know; else None."""
-    if not isinstance(node, dict):
-        return None
-    if "enum" in node or "const" in node:
-        values = node["enum"] if "enum" in node else [node["const"]]
-        texts = [_dump(v) for v in values if literal_bytes(v) == len(_dump(v))]
-        return min(texts, key=len, default=None)
-    if "anyOf" in node:
-        found = [t for t in (_smallest(a) for a in node["anyOf"]) if t is not None]
-        return min(found, key=len, default=None)
-    kind = node.get("type")
-    if kind == "null":
-        return b"null"
-    if kind == "boolean":
-        return b"true"
-    if kind in ("integer", "number"):
-        return _smallest_number(node)
-    if kind == "string":
-        if "pattern" in node:
-            automaton = pattern_automaton(str(node["pattern"]))
-            return None if automaton is None else b'"' + automaton.shortest + b'"'
-        return b'"' + b"a" * int(node.get("minLength", 0)) + b'"'
-    if kind == "array":
-        prefix, items = list(node.get("prefixItems") or ()), node.get("items", False)
-        count = int(node.get("minItems", 0))
-        parts = [_smallest(prefix[i] if i < len(prefix) else items) for i in range(count)]
-        return None if None in parts else b"[" + b",".join(p for p in parts if p is not None) + b"]"
-    if kind == "object":
-        required = list(node.get("required") or ())
-        if int(node.get("minProperties", 0)) > len(required):
-            return None
-        props = node.get("properties") or {}
-        if any(name not in props for name in required):
-            return None
-        entries = [(_dump(name), _smallest(props[name])) for name in props if name in required]
-        if any(text is None for _, text in entries):
-            return None
-        return b"{" + b",".join(k + b":" + (t or b"") for k, t in entries) + b"}"
-    return None
-
-
-def _smallest_number(node: _Json) -> bytes | None:
-    """The shortest integer text in the node's range (0 or the bound nearest it); None if none."""
-    if "multipleOf" in node:
-        return None
-    lo, hi = node.get("minimum"), node.get("maximum")
-    xlo, xhi = node.get("exclusiveMinimum"), node.get("exclusiveMaximum")
-
-    def inside(v: int) -> bool:
-        return (
-            (lo is None or v >= lo)
-            and (hi is None or v <= hi)
-            and (xlo is None or v > xlo)
-            and (xhi is None or v < xhi)
-        )
-
-    floor_lo = max([float(b) for b in (lo, xlo) if b is not None], default=-math.inf)
-    ceil_hi = min([float(b) for b in (hi, xhi) if b is not None], default=math.inf)
-    candidates = [0]
-    if math.isfinite(floor_lo):
-        candidates += [math.ceil(floor_lo), math.ceil(floor_lo) + 1]
-    if math.isfinite(ceil_hi):
-        candidates += [math.floor(ceil_hi), math.floor(ceil_hi) - 1]
-    fits = [str(v).encode() for v in candidates if inside(v)]
-    return min(fits, key=len, default=None)
-
-
-def _grows(node: Any) -> bool:
-    """Whether a bounded value's worst case depends on the share (strings, lists, free keys, patterns)."""
-    if isinstance(node, list):
-        return any(_grows(v) for v in node)
-    if not isinstance(node, dict):
-        return False
-    if "enum" in node or "const" in node:
-        return False
-    if node.get("type") in ("string", "array", "object", "integer", "number") or "anyOf" in node:
-        return True
-    return any(_grows(v) for k, v in node.items() if k in ("properties", "items", "prefixItems"))
-
-
-def _dump(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
