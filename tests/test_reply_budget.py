@@ -342,3 +342,49 @@ def test_pattern_automata() -> None:
     assert pattern_automaton('^a"b$').shortest == b'a\\"b'  # type: ignore[union-attr]
     for unreadable in ("^(?=a)a$", "^(a)\\1$", "^a^b$"):
         assert pattern_automaton(unreadable) is None
+
+
+# --------------------------------------------------------------------------- the decode loops
+
+
+@pytest.fixture(scope="module")
+def local(tiny_gpt_neox_dir: Any) -> Any:
+    import llmrun
+
+    return llmrun.load(str(tiny_gpt_neox_dir), backend="local", device="cpu")
+
+
+def test_replaced_tokens_are_what_both_decode_loops_write(
+    local: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A budget that forces replacements: generate() and a step-level batch row write the same
+    closed, valid reply (the loops read the tokens advance() replaced in place)."""
+    from llmrun import GenerationConfig
+    from llmrun.runner import CompletionRequest
+
+    schema = {
+        "type": "object",
+        "properties": {"story": _STR, "tags": {"type": "array", "items": _STR}, "n": _INT},
+        "required": ["story", "tags", "n"],
+    }
+    spec = OutputSpec.for_schema(schema, name="tight")
+    config = GenerationConfig(max_new_tokens=plan_reply(spec.json_schema, 4096).min_tokens + 6)
+    engine = local.engine
+    made: list[Any] = []
+    original = engine.constraint
+
+    def spy(output: Any, batch_size: int, budget: int) -> Any:
+        made.append(original(output, batch_size, budget))
+        return made[-1]
+
+    monkeypatch.setattr(engine, "constraint", spy)
+    alone = engine.generate(CompletionRequest(("Tell me a story:", "Another:"), config, spec))
+    batch = engine.batch()
+    rows = [batch.add(p, config, spec) for p in ("Tell me a story:", "Another:")]
+    batch.run()
+    for completion, row in zip(alone, rows, strict=True):
+        assert completion.finish_reason == "stop"
+        assert completion.usage.completion_tokens <= config.max_new_tokens
+        spec.parse(completion.text)
+        assert row.completion == completion
+    assert all(c.replaced > 0 for c in made), "the budget, not the model, closed these replies"
