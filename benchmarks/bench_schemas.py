@@ -10,10 +10,18 @@ budget (512), for each schema:
   token each step: what a model with random weights writes) gives a text that is
   **valid** (``OutputSpec.parse`` accepts it), **rejected** (``parse`` refuses it, naming the
   keyword: llmrun never returns it) or **unclosed** (the budget ran out: must be 0);
-* **instances**: the share of the benchmark's valid instances the bounded grammar accepts
-  (the instance written compactly, its keys in the schema's order as the grammar writes them,
-  tokenized, and fed to the same constraint, string cap included); ``instances_whole_schema``
-  counts those of schemas whose every optional property fits the budget (none left out).
+* **instances**: the benchmark's valid instances, written compactly with their keys in the
+  schema's order (as the grammar writes them) and tokenized. An instance is *allowed* when
+  that takes at most the budget; an allowed instance is fed to the same constraint as a
+  model's tokens would be, and is **accepted** when every token goes through unchanged and
+  the reply can stop. One that is not is counted against llmrun's budget (``tracker``: the
+  budget tracker replaced a token; ``bounds``: a static bound of the grammar's schema, such as
+  a number's digits or a pattern's width) or against the engine (``normalized``: the
+  normalized schema is tighter than the original, e.g. no extra keys next to named
+  properties; ``grammar``: xgrammar refuses it); instances of refused schemas are counted
+  apart, by the keyword of the refusal (``max_new_tokens``, a smallest reply longer than the
+  budget in bytes, counts against llmrun's budget, any other keyword against the engine).
+  ``instances_share`` is accepted / (allowed - engine).
 
     python benchmarks/bench_schemas.py                       # the whole sample, ~ a few minutes
     python benchmarks/bench_schemas.py --datasets Glaiveai2K --limit 10
@@ -38,7 +46,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch
 
 from llmrun.backends.local import grammar
-from llmrun.backends.local.schema_bounds import bound_schema
+from llmrun.backends.local.schema_normalize import normalize_schema
 from llmrun.errors import LLMRunError, OutputValidationError
 from llmrun.runner import OutputSpec
 
@@ -88,10 +96,11 @@ def walk(
     for _ in range(budget):
         logits = torch.randn(1, width, generator=gen)  # [1, V]
         constraint.mask_logits(logits)
-        token = int(logits.argmax(dim=-1))
+        chosen = logits.argmax(dim=-1)  # [1]
+        constraint.advance(chosen)  # may replace the token (in place) to keep the reply closable
+        token = int(chosen[0])
         if token in stop:
             return tokens, True
-        constraint.advance(torch.tensor([token]))
         tokens.append(token)
         if constraint.finished()[0]:
             return tokens, True
@@ -109,14 +118,33 @@ def _stop_ids(constraint: grammar.JsonSchemaConstraint) -> list[int]:
 
 
 def accepts(tokenizer: Any, constraint: grammar.JsonSchemaConstraint, width: int, text: str) -> bool:
-    """Whether the bounded constraint lets the decoder write exactly ``text`` and then stop."""
+    """Whether the constraint lets the decoder write exactly ``text`` (no token replaced) and then stop."""
     for token in tokenizer.encode(text, add_special_tokens=False):
         logits = torch.zeros(1, width)
         constraint.mask_logits(logits)
         if constraint.finished()[0] or not bool(torch.isfinite(logits[0, token])):
             return False
-        constraint.advance(torch.tensor([token]))
+        chosen = torch.tensor([token])
+        constraint.advance(chosen)
+        if int(chosen[0]) != token:  # replaced: the budget could not close the reply after it
+            return False
     return constraint.finished()[0] or _can_stop(constraint, width)
+
+
+def why_refused(plain: Any, bounded: Any, compiled: grammar.CompiledJsonGrammar, text: str) -> str:
+    """Who refuses an instance the constraint did not accept: the engine or llmrun's budget."""
+    import jsonschema
+    import xgrammar as xgr
+
+    value = json.loads(text)
+    if not jsonschema.Draft202012Validator(plain).is_valid(value):
+        return "normalized"
+    if not jsonschema.Draft202012Validator(bounded).is_valid(value):
+        return "bounds"
+    matcher = xgr.GrammarMatcher(compiled.grammar)
+    if not (matcher.accept_string(text) and matcher.is_completed()):
+        return "grammar"
+    return "tracker"
 
 
 def _can_stop(constraint: grammar.JsonSchemaConstraint, width: int) -> bool:
@@ -147,6 +175,16 @@ def in_schema_order(value: Any, schema: Any) -> Any:
     return value
 
 
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _share(inst: collections.Counter[str]) -> float | None:
+    """Accepted instances over those the budget allows and the engine can express."""
+    expressible = inst["allowed"] - inst["schema_refused"] - inst["normalized"] - inst["grammar"]
+    return round(inst["accepted"] / expressible, 3) if expressible > 0 else None
+
+
 def run(
     corpus: Path, tokenizer: Any, width: int, budget: int, datasets: list[str], limit: int | None
 ) -> dict[str, Any]:
@@ -155,14 +193,17 @@ def run(
         tally: collections.Counter[str] = collections.Counter()
         refused: collections.Counter[str] = collections.Counter()
         rejected: collections.Counter[str] = collections.Counter()
-        inst_ok = inst_all = whole_ok = whole_all = 0
+        inst: collections.Counter[str] = collections.Counter()
+        inst_refused: collections.Counter[str] = collections.Counter()  # refused schemas, by keyword
         why: dict[str, str] = {}  # file -> the error of each refused or rejected schema
+        missed: dict[str, list[str]] = {}  # file -> why each allowed instance was not accepted
         files = sorted((corpus / "schemas" / name).glob("*.json"))[:limit]
         started = time.perf_counter()
         for i, path in enumerate(files):
             schema = json.loads(path.read_text())
             inst_path = corpus / "instances" / name / path.name
             instances = json.loads(inst_path.read_text()) if inst_path.exists() else []
+            inst["instances"] += len(instances)
             try:
                 spec = OutputSpec.for_schema(schema, name=path.stem)
                 constraint = grammar.json_constraint(
@@ -172,6 +213,14 @@ def run(
                 tally["refused"] += 1
                 refused[keyword(str(exc))] += 1
                 why[path.name] = f"{type(exc).__name__}: {str(exc)[:300]}"
+                fits = sum(
+                    len(tokenizer.encode(_compact(v), add_special_tokens=False)) <= budget for v in instances
+                )
+                inst["allowed"] += fits
+                # a schema whose smallest reply (one token per byte) passes the budget counts against
+                # llmrun's budget; any other refusal is the engine's
+                inst["budget_refused" if keyword(str(exc)) == "max_new_tokens" else "schema_refused"] += fits
+                inst_refused[keyword(str(exc))] += fits
                 continue
             tokens, closed = walk(constraint, width, budget, seed=i)
             text = tokenizer.decode(tokens)
@@ -186,17 +235,18 @@ def run(
                     rejected[keyword(str(exc).split(" at ")[0])] += 1
                     why[path.name] = f"{type(exc).__name__}: {str(exc)[:300]}"
             bounded = json.loads(constraint.compiled.schema_json)
-            whole = not bound_schema(spec.json_schema, budget).dropped  # no optional property left out
-            for inst in instances:
-                inst_all += 1
-                whole_all += whole
+            for value in instances:
+                compact = _compact(in_schema_order(value, bounded))
+                if len(tokenizer.encode(compact, add_special_tokens=False)) > budget:
+                    continue
+                inst["allowed"] += 1
                 again = grammar.json_constraint(tokenizer, spec.json_schema, 1, width, max_new_tokens=budget)
-                compact = json.dumps(
-                    in_schema_order(inst, bounded), separators=(",", ":"), ensure_ascii=False
-                )
-                ok = accepts(tokenizer, again, width, compact)
-                inst_ok += ok
-                whole_ok += ok and whole
+                if accepts(tokenizer, again, width, compact):
+                    inst["accepted"] += 1
+                    continue
+                reason = why_refused(normalize_schema(spec.json_schema), bounded, again.compiled, compact)
+                inst[reason] += 1
+                missed.setdefault(path.name, []).append(reason)
         n = len(files)
         per[name] = {
             "schemas": n,
@@ -204,11 +254,13 @@ def run(
             "valid_share": round(tally["valid"] / n, 3) if n else None,
             "refused_by": dict(refused.most_common()),
             "rejected_by": dict(rejected.most_common()),
-            "instances": inst_all,
-            "instances_accepted": inst_ok,
-            "instances_share": round(inst_ok / inst_all, 3) if inst_all else None,
-            "instances_whole_schema": whole_all,
-            "instances_whole_schema_accepted": whole_ok,
+            "instances": inst["instances"],
+            "instances_allowed": inst["allowed"],
+            "instances_accepted": inst["accepted"],
+            "instances_share": _share(inst),
+            "instances_missed": {k: inst[k] for k in ("tracker", "bounds", "normalized", "grammar")},
+            "instances_of_refused_schemas": dict(inst_refused.most_common()),
+            "instances_missed_by_file": missed,
             "errors": why,
             "published_best": max((v for v in PUBLISHED.get(name, ()) if v is not None), default=None),
             "seconds": round(time.perf_counter() - started, 1),
@@ -252,9 +304,21 @@ def main(argv: list[str] | None = None) -> int:
     total = {
         k: sum(d[k] for d in per.values()) for k in ("schemas", "valid", "refused", "rejected", "unclosed")
     }
-    total["instances"] = sum(d["instances"] for d in per.values())
-    for key in ("instances_accepted", "instances_whole_schema", "instances_whole_schema_accepted"):
+    for key in ("instances", "instances_allowed", "instances_accepted"):
         total[key] = sum(d[key] for d in per.values())
+    for key in ("instances_missed", "instances_of_refused_schemas"):
+        merged: collections.Counter[str] = collections.Counter()
+        for d in per.values():
+            merged.update(d[key])
+        total[key] = dict(merged)
+    refused = total["instances_of_refused_schemas"]
+    expressible = (
+        total["instances_allowed"]
+        - sum(n for k, n in refused.items() if k != "max_new_tokens")
+        - total["instances_missed"].get("normalized", 0)
+        - total["instances_missed"].get("grammar", 0)
+    )
+    total["instances_share"] = round(total["instances_accepted"] / expressible, 3) if expressible else None
     result = {"budget": args.budget, "per_dataset": per, "total": total,
               "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)

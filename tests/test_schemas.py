@@ -168,13 +168,14 @@ def _walk(
         logits = torch.randn(rows, width, generator=gen)  # [B, V]
         constraint.mask_logits(logits)
         chosen = logits.argmax(dim=-1)  # [B]
+        running = [not done for done in constraint.finished()]
+        constraint.advance(chosen)  # may replace a token (in place) to keep the reply closable
         for row in range(rows):
-            if not ended[row] and not constraint.finished()[row]:
+            if not ended[row] and running[row]:
                 if int(chosen[row]) in stop:
                     ended[row] = True  # a stop token the grammar allows: the value is complete
                 else:
                     out[row].append(int(chosen[row]))
-        constraint.advance(chosen)
         if all(e or f for e, f in zip(ended, constraint.finished(), strict=True)):
             break
     done = [e or f for e, f in zip(ended, constraint.finished(), strict=True)]
@@ -467,4 +468,6 @@ def test_the_coverage_benchmark_runs_on_a_tiny_corpus(tmp_path: Path) -> None:
     assert tiny["schemas"] == 3
     assert (tiny["valid"], tiny["refused"], tiny["rejected"], tiny["unclosed"]) == (2, 1, 0, 0)
     assert tiny["refused_by"] == {"$ref": 1}
-    assert (tiny["instances"], tiny["instances_accepted"]) == (2, 2)
+    assert (tiny["instances"], tiny["instances_allowed"], tiny["instances_accepted"]) == (2, 2, 2)
+    assert tiny["instances_share"] == 1.0
+    assert tiny["instances_missed"] == {"tracker": 0, "bounds": 0, "normalized": 0, "grammar": 0}

@@ -64,7 +64,8 @@ class TokenConstraint(Protocol):
         ...
 
     def advance(self, tokens: torch.Tensor) -> None:
-        """Take each row's chosen token ``[B]``."""
+        """Take each row's chosen token ``[B]``; it may replace a row's token in place (the loop
+        reads ``tokens`` after this call)."""
         ...
 
     def finished(self) -> list[bool]:

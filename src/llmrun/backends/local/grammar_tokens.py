@@ -51,6 +51,12 @@ class TokenTables:
     crosses_quote: tuple[bytes, bytes, bytes]
     #: Ids of the tokens that end in a lone ``ED`` lead byte.
     ends_with_ed: frozenset[int]
+    #: Each token's bytes (``b""`` for special tokens), as the reply tracker reads them.
+    token_bytes: tuple[bytes, ...] = ()
+    #: Per byte value: an allowed token that is exactly that byte, or -1.
+    byte_tokens: tuple[int, ...] = ()
+    #: The stop tokens' ids.
+    stop_ids: frozenset[int] = frozenset()
 
 
 def token_tables(info: xgr.TokenizerInfo, tokenizer: Any, vocab_size: int) -> TokenTables:
@@ -95,6 +101,11 @@ def _build_token_tables(info: xgr.TokenizerInfo, tokenizer: Any, vocab_size: int
                 next_state[start][i], crosses[start][i] = end, crossed
                 if start != OUT:
                     closing[start - 1][i] = closed
+    token_bytes = tuple(partial.get(i) or text.encode() for i, text in enumerate(texts))
+    byte_tokens = [-1] * 256
+    for i, piece in enumerate(token_bytes[:vocab_size]):
+        if len(piece) == 1 and allowed[i] and byte_tokens[piece[0]] < 0:
+            byte_tokens[piece[0]] = i
     return TokenTables(
         allowed_bits=_pack_bits(allowed),
         stop_bits=_pack_bits(stop),
@@ -104,6 +115,9 @@ def _build_token_tables(info: xgr.TokenizerInfo, tokenizer: Any, vocab_size: int
         next_state=(bytes(next_state[0]), bytes(next_state[1]), bytes(next_state[2])),
         crosses_quote=(bytes(crosses[0]), bytes(crosses[1]), bytes(crosses[2])),
         ends_with_ed=frozenset(i for i, piece in partial.items() if piece.endswith(b"\xed")),
+        token_bytes=token_bytes,
+        byte_tokens=tuple(byte_tokens),
+        stop_ids=frozenset(int(i) for i in numpy.nonzero(stop)[0]),
     )
 
 

@@ -1,11 +1,18 @@
-r"""Size a JSON Schema to a token budget, so constrained decoding always closes the JSON.
+r"""Size a JSON Schema statically for its worst reply within a token budget.
 
 A grammar built from a plain JSON Schema accepts texts of any length: an unbounded
 ``str`` field lets a weak model write until ``max_new_tokens`` runs out and leave the
 JSON unclosed. :func:`bound_schema` returns a copy of the schema in which every part
-that can grow has a bound, plus a per-string token cap ``T`` that the decoder enforces,
-chosen so that *every* output the constrained decoder can produce fits in the budget,
-for any tokenizer.
+that can grow has a bound, plus a per-string token cap ``T``, chosen so that *every*
+output fits in the budget, for any tokenizer.
+
+The local decoder no longer uses it for whole schemas: it follows each reply against
+the budget (:mod:`~llmrun.backends.local.reply_plan`,
+:mod:`~llmrun.backends.local.reply_tracker`) and uses this sizing (:class:`Bounder`,
+:class:`Measure`) only for the values that keep a static worst case (numbers, enums,
+``anyOf`` whose alternatives start alike ...), each with a share of its own. A remote
+server cannot be followed token by token, so the OpenAI-wire backend sends the schema
+:func:`bound_schema` sizes (:mod:`~llmrun.backends.openai.typed`).
 
 The rule
 --------
@@ -241,6 +248,7 @@ class _Bounder:
 
     def __init__(self, share: int) -> None:
         self.share = share  # a pattern may match share // (bytes per character) characters
+        self.pattern_share = share  # ... unless the caller gives patterns a share of their own
         self.items = -(-share // ITEMS_PER_TOKENS)  # ceil(T / 8)
         self.digits = min(max(share, 1), MAX_NUMBER_DIGITS)
 
@@ -258,7 +266,7 @@ class _Bounder:
             bounded = {}
             for pattern, sub in node["patternProperties"].items():
                 self.node(sub, (*path, "*"))
-                chars = max(self.share // char_bytes(pattern), 1)
+                chars = max(self.pattern_share // char_bytes(pattern), 1)
                 bounded[bound_pattern(pattern, chars, (*path, "<key>"))] = sub
             node["patternProperties"] = bounded
         if isinstance(node.get("propertyNames"), dict):
@@ -286,7 +294,7 @@ class _Bounder:
 
     def string(self, node: _Json, path: tuple[str, ...]) -> None:
         if "pattern" in node:  # plain strings are capped in tokens by the decoder
-            own = self.share // char_bytes(str(node["pattern"]))
+            own = self.pattern_share // char_bytes(str(node["pattern"]))
             chars = max(int(node.get("minLength", 0)), min(own, _int(node, "maxLength")))
             node["pattern"] = bound_pattern(str(node["pattern"]), chars, path)
             node.pop("minLength", None)
@@ -457,3 +465,11 @@ def _literal(value: Any) -> int:
 
 def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# the names the reply planner (reply_plan.py) uses for the values it keeps statically bounded
+Bounder = _Bounder
+Measure = _Measure
+ANNOTATIONS = _ANNOTATIONS
+literal_bytes = _literal
+drop_optional = _drop_optional
