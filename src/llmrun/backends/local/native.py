@@ -54,9 +54,12 @@ class LayerNorm:
 
 @dataclass
 class RMSNorm:
-    """LlamaRMSNorm, op for op: ``weight * (x * rsqrt(mean(x^2) + eps))``, computed in float32."""
+    """LlamaRMSNorm, op for op: ``weight * (x * rsqrt(mean(x^2) + eps))``, computed in float32.
 
-    weight: torch.Tensor
+    ``weight`` None: the scale is folded into the next linear layer's weights (int8 only).
+    """
+
+    weight: torch.Tensor | None
     eps: float
 
     @classmethod
@@ -67,16 +70,21 @@ class RMSNorm:
         dtype = x.dtype
         h = x if dtype == torch.float32 else x.to(torch.float32)
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * (h if dtype == torch.float32 else h.to(dtype))
+        h = h if dtype == torch.float32 else h.to(dtype)
+        return h if self.weight is None else self.weight * h
 
 
 @dataclass
 class NeoxLayer:
+    """One GPTNeoX block. With ``fc_in`` None (parallel residual only, int8): ``ln1`` has no scale
+    and shift, and ``qkv`` computes ``fc_in``'s outputs after its own, both norms' scales and
+    shifts folded into its weights, so a step makes one norm and one matmul where it made two."""
+
     ln1: LayerNorm
     ln2: LayerNorm
     qkv: Linear
     dense: Linear
-    fc_in: Linear
+    fc_in: Linear | None
     fc_out: Linear
     act: Callable[[torch.Tensor], torch.Tensor]
     parallel: bool
@@ -297,10 +305,17 @@ class NativeSession:
         bias: torch.Tensor | None,
     ) -> torch.Tensor:
         batch, width, _ = x.shape
-        qkv = layer.qkv(layer.ln1(x)).view(batch, width, self.heads, 3, self.head_dim)  # [B, S, NH, 3, D]
+        h = layer.qkv(layer.ln1(x))  # [B, S, 3 * NH * D] (and fc_in's outputs after, when fused)
+        fused = h[..., 3 * self.heads * self.head_dim :] if layer.fc_in is None else None
+        qkv = (h if fused is None else h[..., : 3 * self.heads * self.head_dim]).view(
+            batch, width, self.heads, 3, self.head_dim
+        )  # [B, S, NH, 3, D]
         qkv[..., :2, : self.rot] = rotate(qkv[..., :2, : self.rot], cos[..., None, :], sin[..., None, :])
         q, k, v = (qkv[..., j, :].transpose(1, 2) for j in range(3))  # [B, NH, S, D] each
         attn = layer.dense(self._attend_prefill(i, q, k, v, bias))
+        if fused is not None:
+            return layer.fc_out(layer.act(fused)) + attn + x
+        assert layer.fc_in is not None
         if layer.parallel:
             return layer.fc_out(layer.act(layer.fc_in(layer.ln2(x)))) + attn + x
         a = attn + x
@@ -371,7 +386,10 @@ def decode_step(
     """
     rot = spec.rotary_dim
     table = rope[positions]  # [B, 2R]
-    cos, sin = table[:, None, :rot], table[:, None, rot:]  # [B, 1, R]
+    if spec.family == "gpt_neox":  # rotates qkv viewed [B, NH, 3, D]
+        cos, sin = table[:, None, None, :rot], table[:, None, None, rot:]  # [B, 1, 1, R]
+    else:  # rotates [B, NH + KV, D]
+        cos, sin = table[:, None, :rot], table[:, None, rot:]  # [B, 1, R]
     if isinstance(t, int):
         mask = mask[:, :, : t + 1]  # [B * KV, 1, T]
     x = F.embedding(tokens, spec.embed)  # [B, H]
@@ -423,12 +441,17 @@ def _neox_step(
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
 ) -> torch.Tensor:
-    rot = spec.rotary_dim
-    qkv = layer.qkv(layer.ln1(x)).view(x.shape[0], spec.num_heads, 3, spec.head_dim)  # [B, NH, 3, D]
-    qkv[:, :, :2, :rot] = rotate(qkv[:, :, :2, :rot], cos[:, :, None], sin[:, :, None])
+    rot, width = spec.rotary_dim, 3 * spec.num_heads * spec.head_dim
+    h = layer.qkv(layer.ln1(x))  # [B, 3 * NH * D] (and fc_in's outputs after, when fused)
+    fused = h[:, width:] if layer.fc_in is None else None
+    qkv = (h if fused is None else h[:, :width]).view(x.shape[0], spec.num_heads, 3, spec.head_dim)
+    qkv[:, :, :2, :rot] = rotate(qkv[:, :, :2, :rot], cos, sin)  # cos, sin: [B, 1, 1, R]
     attn = layer.dense(
         _attend_step(spec, qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], mask, t, k_cache, v_cache)
     )
+    if fused is not None:
+        return layer.fc_out(layer.act(fused)) + attn + x
+    assert layer.fc_in is not None
     if layer.parallel:
         return layer.fc_out(layer.act(layer.fc_in(layer.ln2(x)))) + attn + x
     a = attn + x
