@@ -152,3 +152,32 @@ def test_row_int8_screen_bounds_every_logit() -> None:
     assert is_exact is not None
     assert torch.equal(logits[:, :480].argmax(-1), exact.argmax(-1))
     assert bool(torch.isinf(logits[:, 480:]).all())
+
+
+@needs_fbgemm
+def test_row_int8_linear_buffers_follow_the_thread_and_the_inference_mode() -> None:
+    """The scaled rows go to a buffer per thread, so concurrent calls and calls in and out of
+    ``torch.inference_mode`` give what a lone call gives."""
+    import threading
+
+    torch.manual_seed(2)
+    kernel = RowInt8Linear([torch.nn.Linear(64, 40)])
+    x = torch.randn(5, 64)
+    with torch.inference_mode():
+        inside = kernel(x)
+    outside = kernel(x)  # the buffer made under inference mode is not written to outside it
+    assert torch.equal(inside, outside)
+    alone = [kernel(x[i : i + 1]) for i in range(5)]
+    wrong: list[int] = []
+
+    def worker(i: int) -> None:
+        for _ in range(200):
+            if not torch.equal(kernel(x[i : i + 1]), alone[i]):
+                wrong.append(i)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
