@@ -391,7 +391,7 @@ def decode_step(
     else:  # rotates [B, NH + KV, D]
         cos, sin = table[:, None, :rot], table[:, None, rot:]  # [B, 1, R]
     if isinstance(t, int):
-        mask = mask[:, :, : t + 1]  # [B * KV, 1, T]
+        mask = mask.narrow(2, 0, t + 1)  # [B * KV, 1, T]
     x = F.embedding(tokens, spec.embed)  # [B, H]
     for i, layer in enumerate(spec.layers):
         if spec.family == "gpt_neox":
@@ -413,17 +413,17 @@ def _attend_step(
 ) -> torch.Tensor:
     """Write k/v ``[B, KV, D]`` at slot ``t``; q ``[B, NH, D]`` attends over the cache -> ``[B, NH * D]``."""
     batch, d = q.shape[0], spec.head_dim
-    if isinstance(t, int):
-        k_cache[:, :, t] = k
-        v_cache[:, :, t] = v
+    if isinstance(t, int):  # select/narrow rather than indexing: fewer ops in the hot step
+        k_cache.select(2, t).copy_(k)
+        v_cache.select(2, t).copy_(v)
         length = t + 1
     else:
         k_cache.index_copy_(2, t, k.unsqueeze(2))
         v_cache.index_copy_(2, t, v.unsqueeze(2))
         length = k_cache.shape[2]
     rows, capacity = batch * spec.num_kv_heads, k_cache.shape[2]
-    keys = k_cache.view(rows, capacity, d)[:, :length]  # [B * KV, T, D]
-    values = v_cache.view(rows, capacity, d)[:, :length]
+    keys = k_cache.view(rows, capacity, d).narrow(1, 0, length)  # [B * KV, T, D]
+    values = v_cache.view(rows, capacity, d).narrow(1, 0, length)
     q3 = q.reshape(rows, spec.num_heads // spec.num_kv_heads, d)  # [B * KV, G, D]: a KV head's query heads
     scores = torch.baddbmm(mask, q3, keys.transpose(1, 2), alpha=d**-0.5)  # [B * KV, G, T]
     probs = scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype)
@@ -443,12 +443,12 @@ def _neox_step(
 ) -> torch.Tensor:
     rot, width = spec.rotary_dim, 3 * spec.num_heads * spec.head_dim
     h = layer.qkv(layer.ln1(x))  # [B, 3 * NH * D] (and fc_in's outputs after, when fused)
-    fused = h[:, width:] if layer.fc_in is None else None
-    qkv = (h if fused is None else h[:, :width]).view(x.shape[0], spec.num_heads, 3, spec.head_dim)
-    qkv[:, :, :2, :rot] = rotate(qkv[:, :, :2, :rot], cos, sin)  # cos, sin: [B, 1, 1, R]
-    attn = layer.dense(
-        _attend_step(spec, qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], mask, t, k_cache, v_cache)
-    )
+    fused = h.narrow(1, width, h.shape[1] - width) if layer.fc_in is None else None
+    qkv = (h if fused is None else h.narrow(1, 0, width)).view(x.shape[0], spec.num_heads, 3, spec.head_dim)
+    qk = qkv.narrow(2, 0, 2).narrow(3, 0, rot)  # [B, NH, 2, R]
+    qk.copy_(rotate(qk, cos, sin))  # cos, sin: [B, 1, 1, R]
+    q, k, v = qkv.unbind(2)  # [B, NH, D] each
+    attn = layer.dense(_attend_step(spec, q, k, v, mask, t, k_cache, v_cache))
     if fused is not None:
         return layer.fc_out(layer.act(fused)) + attn + x
     assert layer.fc_in is not None
