@@ -329,6 +329,17 @@ def _fold_norm(linear: nn.Linear, scale: torch.Tensor | None, shift: torch.Tenso
     return out
 
 
+def _joined(first: nn.Linear, second: nn.Linear) -> nn.Linear:
+    """``first(a) + second(b)`` as one linear of ``[a, b]`` (inputs concatenated, biases summed)."""
+    weight = torch.cat([first.weight.detach(), second.weight.detach()], dim=1)
+    out = nn.Linear(weight.shape[1], weight.shape[0], bias=first.bias is not None or second.bias is not None)
+    out.weight = nn.Parameter(weight, requires_grad=False)
+    if out.bias is not None:
+        bias = sum(lin.bias.detach() for lin in (first, second) if lin.bias is not None)
+        out.bias = nn.Parameter(torch.as_tensor(bias), requires_grad=False)
+    return out
+
+
 def _build_neox(
     config: Any, base: Any, embed: nn.Embedding, rotary: nn.Module, make: LinearFactory, fold_norms: bool
 ) -> NativeSpec | None:
@@ -351,7 +362,8 @@ def _build_neox(
                 [_fold_norm(linears[0], ln1.weight, ln1.bias), _fold_norm(linears[2], ln2.weight, ln2.bias)]
             )
             bare = LayerNorm(None, None, ln1.eps, ln1.width)
-            layers.append(NeoxLayer(bare, bare, qkv, dense, None, fc_out, mlp.act.forward, True))
+            out = _joined(mlp.dense_4h_to_h, att.dense)
+            layers.append(NeoxLayer(bare, bare, qkv, None, None, make([out]), mlp.act.forward, True))
             rotary_dim = int(att.rotary_ndims)
             continue
         qkv, fc_in = make([att.query_key_value]), make([mlp.dense_h_to_4h])

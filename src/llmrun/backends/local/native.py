@@ -76,14 +76,16 @@ class RMSNorm:
 
 @dataclass
 class NeoxLayer:
-    """One GPTNeoX block. With ``fc_in`` None (parallel residual only, int8): ``ln1`` has no scale
-    and shift, and ``qkv`` computes ``fc_in``'s outputs after its own, both norms' scales and
-    shifts folded into its weights, so a step makes one norm and one matmul where it made two."""
+    """One GPTNeoX block. With ``fc_in`` and ``dense`` None (parallel residual only, int8): ``ln1``
+    has no scale and shift, ``qkv`` computes ``fc_in``'s outputs after its own (both norms' scales
+    and shifts folded into its weights), and ``fc_out`` multiplies ``[act(fc_in's outputs),
+    attention]`` with ``dense``'s weights beside its own, so a step makes one norm and two matmuls
+    where it made two norms and four."""
 
     ln1: LayerNorm
     ln2: LayerNorm
     qkv: Linear
-    dense: Linear
+    dense: Linear | None
     fc_in: Linear | None
     fc_out: Linear
     act: Callable[[torch.Tensor], torch.Tensor]
@@ -312,10 +314,12 @@ class NativeSession:
         )  # [B, S, NH, 3, D]
         qkv[..., :2, : self.rot] = rotate(qkv[..., :2, : self.rot], cos[..., None, :], sin[..., None, :])
         q, k, v = (qkv[..., j, :].transpose(1, 2) for j in range(3))  # [B, NH, S, D] each
-        attn = layer.dense(self._attend_prefill(i, q, k, v, bias))
-        if fused is not None:
-            return layer.fc_out(layer.act(fused)) + attn + x
+        attended = self._attend_prefill(i, q, k, v, bias)
+        if fused is not None:  # int8's parallel block: fc_out also computes dense (see NeoxLayer)
+            return layer.fc_out(torch.cat([layer.act(fused), attended], dim=-1)) + x
         assert layer.fc_in is not None
+        assert layer.dense is not None
+        attn = layer.dense(attended)
         if layer.parallel:
             return layer.fc_out(layer.act(layer.fc_in(layer.ln2(x)))) + attn + x
         a = attn + x
@@ -448,10 +452,12 @@ def _neox_step(
     qk = qkv.narrow(2, 0, 2).narrow(3, 0, rot)  # [B, NH, 2, R]
     qk.copy_(rotate(qk, cos, sin))  # cos, sin: [B, 1, 1, R]
     q, k, v = qkv.unbind(2)  # [B, NH, D] each
-    attn = layer.dense(_attend_step(spec, q, k, v, mask, t, k_cache, v_cache))
-    if fused is not None:
-        return layer.fc_out(layer.act(fused)) + attn + x
+    attended = _attend_step(spec, q, k, v, mask, t, k_cache, v_cache)
+    if fused is not None:  # int8's parallel block: fc_out also computes dense (see NeoxLayer)
+        return layer.fc_out(torch.cat([layer.act(fused), attended], dim=-1)) + x
     assert layer.fc_in is not None
+    assert layer.dense is not None
+    attn = layer.dense(attended)
     if layer.parallel:
         return layer.fc_out(layer.act(layer.fc_in(layer.ln2(x)))) + attn + x
     a = attn + x
