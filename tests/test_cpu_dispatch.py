@@ -181,3 +181,27 @@ def test_row_int8_linear_buffers_follow_the_thread_and_the_inference_mode() -> N
     for t in threads:
         t.join()
     assert wrong == []
+
+
+@pytest.mark.parametrize("flags", ["avx2,fma", "avx2,avx512f,avx512_vnni"])
+def test_int8_parallel_block_is_fused_and_close_on_either_kernel(
+    cpu_as: Any, tiny_checkpoint_dirs: dict[str, Path], flags: str
+) -> None:
+    """The folded, joined int8 block runs on both kernels (weight-only on AVX2, fbgemm with int8
+    dot products) and stays close to float32."""
+    from transformers import AutoModelForCausalLM
+
+    if "vnni" in flags and not FBGEMM:
+        pytest.skip("this torch build has no fbgemm/x86 quantized engine: no int8 x int8 kernel")
+    model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint_dirs["gpt_neox"], dtype=torch.float32).eval()
+    cpu_as(flags)
+    decoder = prepare_model_for_decoding(model, quantize="int8").decoder()
+    assert decoder.native is not None
+    layer = decoder.native.layers[0]
+    assert layer.fc_in is None
+    assert isinstance(layer.fc_out, Int8Linear if flags == "avx2,fma" else RowInt8Linear)
+    ids = torch.randint(3, model.config.vocab_size, (2, 7), generator=torch.Generator().manual_seed(4))
+    mask = torch.ones_like(ids)
+    exact = prepare_model_for_decoding(model).decoder().start(ids, mask, 1).prefill()
+    approx = decoder.start(ids, mask, 1).prefill()
+    assert float((approx - exact).abs().max()) < 0.05 * float(exact.abs().max())
