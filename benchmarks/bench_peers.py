@@ -21,6 +21,10 @@ per row, greedy argmax over each row's logits).
 
     python benchmarks/bench_peers.py                  # batch 1 and 32, 5 clean rounds (~6-8 min)
     python benchmarks/bench_peers.py --rounds 1 --batches 1 --engines llmrun ct2
+    python benchmarks/bench_peers.py --before /tmp/main/src   # llmrun engines also from another tree
+
+``--before SRC`` runs every llmrun engine a second time, as ``<engine>@before``, with ``SRC`` (another
+checkout's ``src``) first on its path: a before/after comparison in the same rounds.
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ ALL_ENGINES = (*DEFAULT_ENGINES, "transformers-compile")
 REFERENCE = "llmrun"  # greedy agreement is measured against llmrun float32
 BASELINE = "transformers"  # ratios are to plain transformers generate, same round
 CLEAN_SHARE = 0.15
+BEFORE = "@before"  # suffix of the llmrun engines run from ``--before``'s source tree
 
 Run = Callable[[list[list[int]], int], list[list[int]]]
 
@@ -213,6 +218,7 @@ def engine_llama_cpp(work: Path, threads: int, kind: str, max_len: int) -> Run:
 
 
 def make_engine(name: str, folder: Path, work: Path, threads: int, max_len: int) -> Run:
+    name = name.removesuffix(BEFORE)  # the worker's path already points at the other tree
     if name == "transformers":
         return engine_transformers(folder)
     if name == "transformers-compile":
@@ -279,6 +285,8 @@ class Worker:
     def __init__(self, name: str, args: argparse.Namespace, folder: Path, work: Path, prompts: Path) -> None:
         self.name = name
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), TOKENIZERS_PARALLELISM="false")
+        if name.endswith(BEFORE):  # the same engine from another source tree
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(args.before), env.get("PYTHONPATH")) if p)
         cmd = [sys.executable, str(Path(__file__)), "--worker", name, "--folder", str(folder)]
         cmd += ["--work", str(work), "--prompts", str(prompts), "--threads", str(args.threads)]
         cmd += ["--new-tokens", str(args.new_tokens)]
@@ -489,6 +497,9 @@ def main(argv: list[str] | None = None) -> int:
         "--tiny", action="store_true", help="tiny model and tokenizer: checks the script runs"
     )
     parser.add_argument("--json", type=Path, default=HERE / "results" / "peers.json")
+    parser.add_argument(
+        "--before", type=Path, help="another checkout's src/: each llmrun engine also runs from it"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--folder", help=argparse.SUPPRESS)
     parser.add_argument("--work", help=argparse.SUPPRESS)
@@ -499,6 +510,10 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     engines = list(dict.fromkeys(args.engines))
+    if args.before is not None:
+        if not (args.before / "llmrun" / "__init__.py").is_file():
+            parser.error(f"--before {args.before}: no llmrun package there (give a checkout's src/)")
+        engines += [e + BEFORE for e in engines if e.startswith("llmrun")]
     with tempfile.TemporaryDirectory(prefix="llmrun-peers-") as tmp:
         work = Path(tmp)
         folder, info, skipped = prepare(args, work, engines)

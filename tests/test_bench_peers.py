@@ -107,3 +107,12 @@ def test_ctranslate2_conversion_generates_transformers_tokens(
     plain = bench_peers.engine_transformers(checkpoint)(rows, 8)
     assert ct2 == plain
     assert [len(r) for r in ct2] == [8, 8]
+
+
+def test_before_needs_a_checkout_and_names_its_engines(peers: Any, tmp_path: Path) -> None:
+    """``--before SRC`` refuses a folder without llmrun; its workers load the engine of the plain name."""
+    bench_peers, _ = peers
+    with pytest.raises(SystemExit):
+        bench_peers.main(["--before", str(tmp_path), "--engines", "llmrun"])
+    with pytest.raises(ValueError, match="unknown engine 'nope'"):
+        bench_peers.make_engine("nope" + bench_peers.BEFORE, tmp_path, tmp_path, 1, 8)

@@ -152,3 +152,56 @@ def test_row_int8_screen_bounds_every_logit() -> None:
     assert is_exact is not None
     assert torch.equal(logits[:, :480].argmax(-1), exact.argmax(-1))
     assert bool(torch.isinf(logits[:, 480:]).all())
+
+
+@needs_fbgemm
+def test_row_int8_linear_buffers_follow_the_thread_and_the_inference_mode() -> None:
+    """The scaled rows go to a buffer per thread, so concurrent calls and calls in and out of
+    ``torch.inference_mode`` give what a lone call gives."""
+    import threading
+
+    torch.manual_seed(2)
+    kernel = RowInt8Linear([torch.nn.Linear(64, 40)])
+    x = torch.randn(5, 64)
+    with torch.inference_mode():
+        inside = kernel(x)
+    outside = kernel(x)  # the buffer made under inference mode is not written to outside it
+    assert torch.equal(inside, outside)
+    alone = [kernel(x[i : i + 1]) for i in range(5)]
+    wrong: list[int] = []
+
+    def worker(i: int) -> None:
+        for _ in range(200):
+            if not torch.equal(kernel(x[i : i + 1]), alone[i]):
+                wrong.append(i)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
+
+
+@pytest.mark.parametrize("flags", ["avx2,fma", "avx2,avx512f,avx512_vnni"])
+def test_int8_parallel_block_is_fused_and_close_on_either_kernel(
+    cpu_as: Any, tiny_checkpoint_dirs: dict[str, Path], flags: str
+) -> None:
+    """The folded, joined int8 block runs on both kernels (weight-only on AVX2, fbgemm with int8
+    dot products) and stays close to float32."""
+    from transformers import AutoModelForCausalLM
+
+    if "vnni" in flags and not FBGEMM:
+        pytest.skip("this torch build has no fbgemm/x86 quantized engine: no int8 x int8 kernel")
+    model = AutoModelForCausalLM.from_pretrained(tiny_checkpoint_dirs["gpt_neox"], dtype=torch.float32).eval()
+    cpu_as(flags)
+    decoder = prepare_model_for_decoding(model, quantize="int8").decoder()
+    assert decoder.native is not None
+    layer = decoder.native.layers[0]
+    assert layer.fc_in is None
+    assert isinstance(layer.fc_out, Int8Linear if flags == "avx2,fma" else RowInt8Linear)
+    ids = torch.randint(3, model.config.vocab_size, (2, 7), generator=torch.Generator().manual_seed(4))
+    mask = torch.ones_like(ids)
+    exact = prepare_model_for_decoding(model).decoder().start(ids, mask, 1).prefill()
+    approx = decoder.start(ids, mask, 1).prefill()
+    assert float((approx - exact).abs().max()) < 0.05 * float(exact.abs().max())

@@ -197,6 +197,29 @@ def test_extra_layouts_keep_tokens(models: dict[str, Any]) -> None:
     assert ours(fast, rows) == ours(plain, rows)
 
 
+def test_one_row_takes_the_layout_every_thread_reads(models: dict[str, Any]) -> None:
+    """MKL multiplies one row on one thread: with more threads, one row goes through oneDNN's
+    packed copy (split over the threads) instead of the transposed copy; tokens stay transformers'."""
+    from llmrun.backends.local.kernels import LinearKernel
+
+    torch.manual_seed(0)
+    weight, bias, x = torch.randn(96, 32), torch.randn(96), torch.randn(1, 32)
+    kernel = LinearKernel(weight, bias, layouts=True)
+    if kernel.packed is None or kernel.t_weight is None:
+        pytest.skip("this torch build has no oneDNN: there is no packed copy to choose")
+    packed = torch.ops.mkldnn._linear_pointwise(x, kernel.packed, bias, "none", [], "")
+    assert torch.equal(kernel(x), torch.addmm(bias, x, kernel.t_weight))  # one thread (this module's)
+    torch.set_num_threads(2)
+    try:
+        assert torch.equal(kernel(x), packed)
+        for family in ("gpt_neox", "llama"):
+            model = models[family]
+            for row in prompts(vocab_of(model), lengths=(6, 1)):
+                assert ours(prepare_model_for_decoding(model), [row]) == hf_greedy(model, [row])
+    finally:
+        torch.set_num_threads(1)
+
+
 def test_changed_weights_are_picked_up(models: dict[str, Any]) -> None:
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 

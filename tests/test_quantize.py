@@ -83,6 +83,44 @@ def test_int8_linear_fuses_several_linears_and_keeps_leading_dims() -> None:
     assert fused.nbytes == 48 * 64 + 48 * 2  # a quarter of float32, plus bfloat16 scales
 
 
+def test_fold_norm_is_the_linear_of_the_scaled_and_shifted_norm() -> None:
+    from llmrun.backends.local.forward import _fold_norm
+
+    lin, no_bias = _linear(24, 16), _linear(24, 16, bias=False, seed=1)
+    scale, shift, n = torch.randn(16), torch.randn(16), torch.randn(5, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(_fold_norm(lin, scale, shift)(n), lin(n * scale + shift))
+        torch.testing.assert_close(_fold_norm(no_bias, scale, None)(n), no_bias(n * scale))
+    assert _fold_norm(no_bias, scale, None).bias is None
+
+
+def test_joined_linears_are_one_matmul_of_both_inputs() -> None:
+    from llmrun.backends.local.forward import _joined
+
+    first, second = _linear(12, 20), _linear(12, 8, seed=1)
+    a, b = torch.randn(3, 20), torch.randn(3, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(_joined(first, second)(torch.cat([a, b], dim=-1)), first(a) + second(b))
+
+
+def test_int8_folds_the_norms_into_the_linears(models: dict[str, Any]) -> None:
+    """int8 (numerics already changed) moves the norms' scales into the next linears: pythia's
+    parallel block makes one bare norm, one matmul for q/k/v and the MLP's input, and one for the
+    MLP's output and the attention's projection."""
+    neox = prepare_model_for_decoding(models["gpt_neox"], quantize="int8").decoder().native
+    assert neox is not None
+    assert models["gpt_neox"].config.use_parallel_residual
+    assert all(
+        layer.fc_in is None and layer.dense is None and layer.ln1.weight is None for layer in neox.layers
+    )
+    llama = prepare_model_for_decoding(models["llama"], quantize="int8").decoder().native
+    assert llama is not None
+    assert all(layer.norm1.weight is None and layer.norm2.weight is None for layer in llama.layers)
+    exact = prepare_model_for_decoding(models["gpt_neox"]).decoder().native  # float32 keeps its norms
+    assert exact is not None
+    assert all(layer.fc_in is not None and layer.ln1.weight is not None for layer in exact.layers)
+
+
 # ----------------------------------------------------------------------------- the decode loop
 
 

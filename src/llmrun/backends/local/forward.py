@@ -265,7 +265,7 @@ def _build_int8(
             "on a GPU use dtype='bfloat16' (or float16) instead"
         )
     make = int8_linears()  # the kernel this CPU runs fastest (:mod:`.cpu_kernels`)
-    spec = _build_native(hf, base, model_type, make) if head_module is not None else None
+    spec = _build_native(hf, base, model_type, make, fold_norms=True) if head_module is not None else None
     if spec is None:
         raise UnsupportedFeatureError(
             f"quantize='int8' needs llmrun's own forward (gpt_neox or llama models built from plain "
@@ -292,8 +292,14 @@ def _plain_linears(*modules: Any) -> bool:
     return all(type(m) is nn.Linear for m in modules)
 
 
-def _build_native(model: Any, base: Any, model_type: str, make: LinearFactory) -> NativeSpec | None:
-    """The native forward's weights, or None where the model is not one it computes exactly."""
+def _build_native(
+    model: Any, base: Any, model_type: str, make: LinearFactory, *, fold_norms: bool = False
+) -> NativeSpec | None:
+    """The native forward's weights, or None where the model is not one it computes exactly.
+
+    ``fold_norms`` (int8 only: it changes float32's rounding): the norms' scales (and shifts) move
+    into the next linear layers' weights, so a step makes fewer ops (:func:`_fold_norm`).
+    """
     config = model.config
     embed = getattr(base, "embed_in" if model_type == "gpt_neox" else "embed_tokens", None)
     rotary = getattr(base, "rotary_emb", None)
@@ -302,14 +308,40 @@ def _build_native(model: Any, base: Any, model_type: str, make: LinearFactory) -
     if getattr(rotary, "rope_type", "default") not in _STATIC_ROPE_TYPES:
         return None
     if model_type == "gpt_neox":
-        return _build_neox(config, base, embed, rotary, make)
+        return _build_neox(config, base, embed, rotary, make, fold_norms)
     if model_type == "llama":
-        return _build_llama(config, base, embed, rotary, make)
+        return _build_llama(config, base, embed, rotary, make, fold_norms)
     return None
 
 
+def _fold_norm(linear: nn.Linear, scale: torch.Tensor | None, shift: torch.Tensor | None) -> nn.Linear:
+    """``linear(norm * scale + shift)`` as one linear of ``norm``: ``W diag(scale)``, ``b + W shift``."""
+    weight = linear.weight.detach().double()  # [O, I]
+    bias = linear.bias.detach().double() if linear.bias is not None else weight.new_zeros(weight.shape[0])
+    if shift is not None:
+        bias = bias + weight @ shift.detach().double()
+    if scale is not None:
+        weight = weight * scale.detach().double()
+    out = nn.Linear(weight.shape[1], weight.shape[0], bias=linear.bias is not None or shift is not None)
+    out.weight = nn.Parameter(weight.to(linear.weight.dtype), requires_grad=False)
+    if out.bias is not None:
+        out.bias = nn.Parameter(bias.to(linear.weight.dtype), requires_grad=False)
+    return out
+
+
+def _joined(first: nn.Linear, second: nn.Linear) -> nn.Linear:
+    """``first(a) + second(b)`` as one linear of ``[a, b]`` (inputs concatenated, biases summed)."""
+    weight = torch.cat([first.weight.detach(), second.weight.detach()], dim=1)
+    out = nn.Linear(weight.shape[1], weight.shape[0], bias=first.bias is not None or second.bias is not None)
+    out.weight = nn.Parameter(weight, requires_grad=False)
+    if out.bias is not None:
+        bias = sum(lin.bias.detach() for lin in (first, second) if lin.bias is not None)
+        out.bias = nn.Parameter(torch.as_tensor(bias), requires_grad=False)
+    return out
+
+
 def _build_neox(
-    config: Any, base: Any, embed: nn.Embedding, rotary: nn.Module, make: LinearFactory
+    config: Any, base: Any, embed: nn.Embedding, rotary: nn.Module, make: LinearFactory, fold_norms: bool
 ) -> NativeSpec | None:
     final = getattr(base, "final_layer_norm", None)
     if type(final) is not nn.LayerNorm:
@@ -322,8 +354,19 @@ def _build_neox(
         norms = (layer.input_layernorm, layer.post_attention_layernorm)
         if not _plain_linears(*linears) or any(type(n) is not nn.LayerNorm for n in norms):
             return None
-        qkv, dense, fc_in, fc_out = (make([lin]) for lin in linears)
         ln1, ln2 = (LayerNorm.of(n) for n in norms)
+        dense, fc_out = make([att.dense]), make([mlp.dense_4h_to_h])
+        if fold_norms and layer.use_parallel_residual and ln1.eps == ln2.eps:
+            # one norm, one matmul for q/k/v and the MLP's input: both read the same x
+            qkv = make(
+                [_fold_norm(linears[0], ln1.weight, ln1.bias), _fold_norm(linears[2], ln2.weight, ln2.bias)]
+            )
+            bare = LayerNorm(None, None, ln1.eps, ln1.width)
+            out = _joined(mlp.dense_4h_to_h, att.dense)
+            layers.append(NeoxLayer(bare, bare, qkv, None, None, make([out]), mlp.act.forward, True))
+            rotary_dim = int(att.rotary_ndims)
+            continue
+        qkv, fc_in = make([att.query_key_value]), make([mlp.dense_h_to_4h])
         layers.append(
             NeoxLayer(ln1, ln2, qkv, dense, fc_in, fc_out, mlp.act.forward, bool(layer.use_parallel_residual))
         )
@@ -336,7 +379,7 @@ def _build_neox(
 
 
 def _build_llama(
-    config: Any, base: Any, embed: nn.Embedding, rotary: nn.Module, make: LinearFactory
+    config: Any, base: Any, embed: nn.Embedding, rotary: nn.Module, make: LinearFactory, fold_norms: bool
 ) -> NativeSpec | None:
     final = getattr(base, "norm", None)
     if getattr(config, "pretraining_tp", 1) != 1 or not _is_rms_norm(final):
@@ -349,13 +392,19 @@ def _build_llama(
         norms = (layer.input_layernorm, layer.post_attention_layernorm)
         if not _plain_linears(*linears) or not all(_is_rms_norm(n) for n in norms):
             return None
+        norm1, norm2 = RMSNorm.of(norms[0]), RMSNorm.of(norms[1])
+        qkv, gate_up = [att.q_proj, att.k_proj, att.v_proj], [mlp.gate_proj, mlp.up_proj]
+        if fold_norms:  # the norms' scales move into q/k/v's and gate/up's weights: one op less each
+            qkv = [_fold_norm(lin, norm1.weight, None) for lin in qkv]
+            gate_up = [_fold_norm(lin, norm2.weight, None) for lin in gate_up]
+            norm1, norm2 = RMSNorm(None, norm1.eps), RMSNorm(None, norm2.eps)
         layers.append(
             LlamaLayer(
-                RMSNorm.of(norms[0]),
-                RMSNorm.of(norms[1]),
-                make([att.q_proj, att.k_proj, att.v_proj]),
+                norm1,
+                norm2,
+                make(qkv),
                 make([att.o_proj]),
-                make([mlp.gate_proj, mlp.up_proj]),
+                make(gate_up),
                 make([mlp.down_proj]),
                 mlp.act_fn.forward,
             )

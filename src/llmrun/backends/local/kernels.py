@@ -17,9 +17,12 @@ from torch import nn
 __all__ = ["SMALL_ROWS", "Linear", "LinearFactory", "LinearKernel", "float_linears", "fused_linear"]
 
 #: Row counts up to this use the transposed copy of a weight (a GEMV-friendly layout) where there is
-#: one; otherwise the oneDNN-packed copy. Measured on a 2-core AVX2 CPU for pythia-70m shapes, weights
-#: read cold: one row through the transposed copy of a layer takes 0.40 ms against 0.65 packed;
-#: from two rows on, oneDNN wins.
+#: one, when torch runs one thread; otherwise the oneDNN-packed copy. Measured on a 2-core AVX2 CPU
+#: for pythia-70m shapes, weights read cold: one row through the transposed copy of a layer takes
+#: 0.40 ms against 0.65 packed; from two rows on, oneDNN wins. With more threads the packed copy
+#: wins at one row too: MKL multiplies one row on one thread (``addmm``, ``addmv`` and ``F.linear``
+#: alike, whatever ``torch.get_num_threads()`` says), so a bandwidth-bound step would read every
+#: such weight through one core, while oneDNN splits it over all of them.
 SMALL_ROWS = 1
 
 Linear = Callable[[torch.Tensor], torch.Tensor]
@@ -71,7 +74,7 @@ class LinearKernel:
         if x.dtype != self.dtype:
             x = x.to(self.dtype)
         rows = x.shape[0] if x.dim() == 2 else x.numel() // x.shape[-1]
-        if rows <= SMALL_ROWS and self.t_weight is not None and x.dim() == 2:
+        if rows <= SMALL_ROWS and self.t_weight is not None and x.dim() == 2 and torch.get_num_threads() == 1:
             if self.bias is None:
                 return torch.mm(x, self.t_weight)
             return torch.addmm(self.bias, x, self.t_weight)

@@ -54,9 +54,12 @@ class LayerNorm:
 
 @dataclass
 class RMSNorm:
-    """LlamaRMSNorm, op for op: ``weight * (x * rsqrt(mean(x^2) + eps))``, computed in float32."""
+    """LlamaRMSNorm, op for op: ``weight * (x * rsqrt(mean(x^2) + eps))``, computed in float32.
 
-    weight: torch.Tensor
+    ``weight`` None: the scale is folded into the next linear layer's weights (int8 only).
+    """
+
+    weight: torch.Tensor | None
     eps: float
 
     @classmethod
@@ -67,16 +70,23 @@ class RMSNorm:
         dtype = x.dtype
         h = x if dtype == torch.float32 else x.to(torch.float32)
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * (h if dtype == torch.float32 else h.to(dtype))
+        h = h if dtype == torch.float32 else h.to(dtype)
+        return h if self.weight is None else self.weight * h
 
 
 @dataclass
 class NeoxLayer:
+    """One GPTNeoX block. With ``fc_in`` and ``dense`` None (parallel residual only, int8): ``ln1``
+    has no scale and shift, ``qkv`` computes ``fc_in``'s outputs after its own (both norms' scales
+    and shifts folded into its weights), and ``fc_out`` multiplies ``[act(fc_in's outputs),
+    attention]`` with ``dense``'s weights beside its own, so a step makes one norm and two matmuls
+    where it made two norms and four."""
+
     ln1: LayerNorm
     ln2: LayerNorm
     qkv: Linear
-    dense: Linear
-    fc_in: Linear
+    dense: Linear | None
+    fc_in: Linear | None
     fc_out: Linear
     act: Callable[[torch.Tensor], torch.Tensor]
     parallel: bool
@@ -297,10 +307,19 @@ class NativeSession:
         bias: torch.Tensor | None,
     ) -> torch.Tensor:
         batch, width, _ = x.shape
-        qkv = layer.qkv(layer.ln1(x)).view(batch, width, self.heads, 3, self.head_dim)  # [B, S, NH, 3, D]
+        h = layer.qkv(layer.ln1(x))  # [B, S, 3 * NH * D] (and fc_in's outputs after, when fused)
+        fused = h[..., 3 * self.heads * self.head_dim :] if layer.fc_in is None else None
+        qkv = (h if fused is None else h[..., : 3 * self.heads * self.head_dim]).view(
+            batch, width, self.heads, 3, self.head_dim
+        )  # [B, S, NH, 3, D]
         qkv[..., :2, : self.rot] = rotate(qkv[..., :2, : self.rot], cos[..., None, :], sin[..., None, :])
         q, k, v = (qkv[..., j, :].transpose(1, 2) for j in range(3))  # [B, NH, S, D] each
-        attn = layer.dense(self._attend_prefill(i, q, k, v, bias))
+        attended = self._attend_prefill(i, q, k, v, bias)
+        if fused is not None:  # int8's parallel block: fc_out also computes dense (see NeoxLayer)
+            return layer.fc_out(torch.cat([layer.act(fused), attended], dim=-1)) + x
+        assert layer.fc_in is not None
+        assert layer.dense is not None
+        attn = layer.dense(attended)
         if layer.parallel:
             return layer.fc_out(layer.act(layer.fc_in(layer.ln2(x)))) + attn + x
         a = attn + x
@@ -371,9 +390,12 @@ def decode_step(
     """
     rot = spec.rotary_dim
     table = rope[positions]  # [B, 2R]
-    cos, sin = table[:, None, :rot], table[:, None, rot:]  # [B, 1, R]
+    if spec.family == "gpt_neox":  # rotates qkv viewed [B, NH, 3, D]
+        cos, sin = table[:, None, None, :rot], table[:, None, None, rot:]  # [B, 1, 1, R]
+    else:  # rotates [B, NH + KV, D]
+        cos, sin = table[:, None, :rot], table[:, None, rot:]  # [B, 1, R]
     if isinstance(t, int):
-        mask = mask[:, :, : t + 1]  # [B * KV, 1, T]
+        mask = mask.narrow(2, 0, t + 1)  # [B * KV, 1, T]
     x = F.embedding(tokens, spec.embed)  # [B, H]
     for i, layer in enumerate(spec.layers):
         if spec.family == "gpt_neox":
@@ -395,17 +417,17 @@ def _attend_step(
 ) -> torch.Tensor:
     """Write k/v ``[B, KV, D]`` at slot ``t``; q ``[B, NH, D]`` attends over the cache -> ``[B, NH * D]``."""
     batch, d = q.shape[0], spec.head_dim
-    if isinstance(t, int):
-        k_cache[:, :, t] = k
-        v_cache[:, :, t] = v
+    if isinstance(t, int):  # select/narrow rather than indexing: fewer ops in the hot step
+        k_cache.select(2, t).copy_(k)
+        v_cache.select(2, t).copy_(v)
         length = t + 1
     else:
         k_cache.index_copy_(2, t, k.unsqueeze(2))
         v_cache.index_copy_(2, t, v.unsqueeze(2))
         length = k_cache.shape[2]
     rows, capacity = batch * spec.num_kv_heads, k_cache.shape[2]
-    keys = k_cache.view(rows, capacity, d)[:, :length]  # [B * KV, T, D]
-    values = v_cache.view(rows, capacity, d)[:, :length]
+    keys = k_cache.view(rows, capacity, d).narrow(1, 0, length)  # [B * KV, T, D]
+    values = v_cache.view(rows, capacity, d).narrow(1, 0, length)
     q3 = q.reshape(rows, spec.num_heads // spec.num_kv_heads, d)  # [B * KV, G, D]: a KV head's query heads
     scores = torch.baddbmm(mask, q3, keys.transpose(1, 2), alpha=d**-0.5)  # [B * KV, G, T]
     probs = scores.softmax(dim=-1, dtype=torch.float32).to(q.dtype)
@@ -423,12 +445,19 @@ def _neox_step(
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
 ) -> torch.Tensor:
-    rot = spec.rotary_dim
-    qkv = layer.qkv(layer.ln1(x)).view(x.shape[0], spec.num_heads, 3, spec.head_dim)  # [B, NH, 3, D]
-    qkv[:, :, :2, :rot] = rotate(qkv[:, :, :2, :rot], cos[:, :, None], sin[:, :, None])
-    attn = layer.dense(
-        _attend_step(spec, qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], mask, t, k_cache, v_cache)
-    )
+    rot, width = spec.rotary_dim, 3 * spec.num_heads * spec.head_dim
+    h = layer.qkv(layer.ln1(x))  # [B, 3 * NH * D] (and fc_in's outputs after, when fused)
+    fused = h.narrow(1, width, h.shape[1] - width) if layer.fc_in is None else None
+    qkv = (h if fused is None else h.narrow(1, 0, width)).view(x.shape[0], spec.num_heads, 3, spec.head_dim)
+    qk = qkv.narrow(2, 0, 2).narrow(3, 0, rot)  # [B, NH, 2, R]
+    qk.copy_(rotate(qk, cos, sin))  # cos, sin: [B, 1, 1, R]
+    q, k, v = qkv.unbind(2)  # [B, NH, D] each
+    attended = _attend_step(spec, q, k, v, mask, t, k_cache, v_cache)
+    if fused is not None:  # int8's parallel block: fc_out also computes dense (see NeoxLayer)
+        return layer.fc_out(torch.cat([layer.act(fused), attended], dim=-1)) + x
+    assert layer.fc_in is not None
+    assert layer.dense is not None
+    attn = layer.dense(attended)
     if layer.parallel:
         return layer.fc_out(layer.act(layer.fc_in(layer.ln2(x)))) + attn + x
     a = attn + x

@@ -92,12 +92,13 @@ class Sampler:
 def greedy_argmax(logits: torch.Tensor, block: int = 128) -> torch.Tensor:
     """``logits.argmax(dim=-1)`` for ``[B, V]``, the first index among equal maxima, as torch's.
 
-    torch's CPU argmax is not vectorized (2 ms for 32 x 50k logits here); the maximum of each
-    block of ``block`` logits is (0.2 ms), so the best block is found first, then its argmax.
+    torch's CPU argmax is not vectorized (2 ms for 32 x 50k logits here, 43 us for one row); the
+    maximum of each block of ``block`` logits is (0.2 ms; 21 us for one row), so the best block is
+    found first, then its argmax.
     """
     batch, width = logits.shape
     whole = width - width % block
-    if batch == 1 or whole == 0:
+    if whole == 0:
         return logits.argmax(dim=-1)
     blocks = logits[:, :whole].unfold(1, block, block)  # [B, W / block, block], a view
     best = blocks.amax(dim=-1).argmax(dim=-1)  # [B] the first block holding the row's maximum

@@ -70,8 +70,9 @@ class ScreenedHead:
 
     def exact(self, x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
         """Float32 logits of ``(rows[i], cols[i])`` pairs, from the model's own weight rows; ``[n]``."""
-        out = (self.weight[cols] * x[rows]).sum(dim=-1)  # [n]
-        return out if self.bias is None else out + self.bias[cols]
+        # index_select, not advanced indexing: 18 against 56 us for pythia's ~70 candidates of one row
+        out = (self.weight.index_select(0, cols) * x.index_select(0, rows)).sum(dim=-1)  # [n]
+        return out if self.bias is None else out + self.bias.index_select(0, cols)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Logits whose argmax is float32's: exact candidates, ``-inf`` elsewhere; ``[B, V]``."""
@@ -93,17 +94,19 @@ class ScreenedHead:
             approx = approx + self.bias[: self.vocab_size]
         err = self.error_bound(x, approx)  # [B, V']
         floor = (approx - err).amax(dim=-1, keepdim=True)  # [B, 1] the best lower bound
-        upper = approx.add_(err)  # [B, V']
-        candidate = upper >= floor  # [B, V']
+        shape, vocab = (x.shape[0], self.width), self.vocab_size
+        # written in place into the [B, V] results: no fill and copy passes over 50k logits per row
+        logits = torch.empty(shape, dtype=torch.float32, device=x.device)
+        upper = torch.add(approx, err, out=logits[:, :vocab])  # [B, V']
+        exact = torch.empty(shape, dtype=torch.bool, device=x.device)
+        candidate = torch.ge(upper, floor, out=exact[:, :vocab])  # [B, V']
         rows, cols = torch.nonzero(candidate, as_tuple=True)  # [n] each
         if rows.numel() > self.max_candidates * x.shape[0]:
             return self._full(x), None
-        logits = torch.full((x.shape[0], self.width), float("-inf"), dtype=torch.float32, device=x.device)
-        logits[:, : self.vocab_size] = upper
+        if vocab < self.width:
+            logits[:, vocab:] = float("-inf")
+            exact[:, vocab:] = True  # -inf, exactly: never chosen
         logits[rows, cols] = self.exact(x, rows, cols)
-        exact = torch.zeros(logits.shape, dtype=torch.bool, device=x.device)
-        exact[:, : self.vocab_size] = candidate
-        exact[:, self.vocab_size :] = True  # -inf, exactly: never chosen
         return logits, exact
 
     def error_bound(self, x: torch.Tensor, approx: torch.Tensor) -> torch.Tensor:
