@@ -228,9 +228,14 @@ def conditional(
 
 def _resolved(n: _Normalizer, cond: Any, resolver: Any) -> Any:
     """``cond`` with a lone ``$ref`` followed (forms :func:`negate` reads have no refs)."""
+    from referencing.exceptions import Unresolvable
+
     seen = 0
     while isinstance(cond, dict) and set(cond) - ANNOTATIONS == {"$ref"} and seen < 8:
-        resolved = resolver.lookup(cond["$ref"])
+        try:
+            resolved = resolver.lookup(cond["$ref"])
+        except Unresolvable:
+            return cond  # a form negate does not read: no else part
         cond, resolver, seen = resolved.contents, resolved.resolver, seen + 1
     return cond
 
