@@ -424,3 +424,19 @@ def test_one_of_branches_always_valid_for_an_unchecked_format_branch_are_dropped
         assert len(plain["anyOf"]) == 3  # checked: the branches are apart as written
     else:
         assert plain == {"type": "string", "pattern": f"^(?:{FORMAT_PATTERNS['hostname']})$"}
+
+
+def test_an_if_written_as_a_ref_is_followed() -> None:
+    schema = {
+        "$defs": {"one": {"properties": {"k": {"const": 1}}}},
+        "type": "object",
+        "properties": {"k": {"enum": [1, 2]}},
+        "required": ["k"],
+        "if": {"$ref": "#/$defs/one"},
+        "then": {"properties": {"x": {"type": "boolean"}}, "required": ["x"]},
+    }
+    branches = normalize_schema(schema)["anyOf"]
+    assert [(b["properties"]["k"], b["required"]) for b in branches] == [
+        ({"enum": [1]}, ["k", "x"]),
+        ({"enum": [2]}, ["k"]),
+    ]

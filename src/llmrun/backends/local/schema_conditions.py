@@ -14,8 +14,13 @@ its keywords, or an enum). Here:
   (an ``if`` it cannot negate whose ``then`` contradicts the rest) the keywords are left to
   the reply's validation.
 * :func:`apart` tightens a ``oneOf`` branch so that no value of it is valid for another branch:
-  a property both branches name with disjoint enums becomes required (a discriminator), else an
-  optional key the other branch requires is left out.
+  a property both branches name with disjoint values (enums, types, a nested required key)
+  becomes required (a discriminator), else an optional key the other branch requires is left
+  out. :func:`implies` finds the branches whose values always meet another (dropped).
+
+These read the other branch as normalized, which can be tighter than the schema's (an untyped
+node with ``properties`` is read as an object): where that lets a reply meet two branches, the
+reply's validation rejects it; it never lets an invalid reply through.
 """
 
 from __future__ import annotations
@@ -223,9 +228,14 @@ def conditional(
 
 def _resolved(n: _Normalizer, cond: Any, resolver: Any) -> Any:
     """``cond`` with a lone ``$ref`` followed (forms :func:`negate` reads have no refs)."""
+    from referencing.exceptions import Unresolvable
+
     seen = 0
     while isinstance(cond, dict) and set(cond) - ANNOTATIONS == {"$ref"} and seen < 8:
-        resolved = resolver.lookup(cond["$ref"])
+        try:
+            resolved = resolver.lookup(cond["$ref"])
+        except Unresolvable:
+            return cond  # a form negate does not read: no else part
         cond, resolver, seen = resolved.contents, resolved.resolver, seen + 1
     return cond
 
