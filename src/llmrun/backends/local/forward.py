@@ -322,7 +322,8 @@ def _fold_norm(linear: nn.Linear, scale: torch.Tensor | None, shift: torch.Tenso
         bias = bias + weight @ shift.detach().double()
     if scale is not None:
         weight = weight * scale.detach().double()
-    out = nn.Linear(weight.shape[1], weight.shape[0], bias=linear.bias is not None or shift is not None)
+    has_bias = linear.bias is not None or shift is not None
+    out = nn.Linear(weight.shape[1], weight.shape[0], bias=has_bias, device="meta")  # no random init
     out.weight = nn.Parameter(weight.to(linear.weight.dtype), requires_grad=False)
     if out.bias is not None:
         out.bias = nn.Parameter(bias.to(linear.weight.dtype), requires_grad=False)
@@ -332,7 +333,8 @@ def _fold_norm(linear: nn.Linear, scale: torch.Tensor | None, shift: torch.Tenso
 def _joined(first: nn.Linear, second: nn.Linear) -> nn.Linear:
     """``first(a) + second(b)`` as one linear of ``[a, b]`` (inputs concatenated, biases summed)."""
     weight = torch.cat([first.weight.detach(), second.weight.detach()], dim=1)
-    out = nn.Linear(weight.shape[1], weight.shape[0], bias=first.bias is not None or second.bias is not None)
+    has_bias = first.bias is not None or second.bias is not None
+    out = nn.Linear(weight.shape[1], weight.shape[0], bias=has_bias, device="meta")  # no random init
     out.weight = nn.Parameter(weight, requires_grad=False)
     if out.bias is not None:
         bias = sum(lin.bias.detach() for lin in (first, second) if lin.bias is not None)
@@ -355,9 +357,9 @@ def _build_neox(
         if not _plain_linears(*linears) or any(type(n) is not nn.LayerNorm for n in norms):
             return None
         ln1, ln2 = (LayerNorm.of(n) for n in norms)
-        dense, fc_out = make([att.dense]), make([mlp.dense_4h_to_h])
         if fold_norms and layer.use_parallel_residual and ln1.eps == ln2.eps:
-            # one norm, one matmul for q/k/v and the MLP's input: both read the same x
+            # both branches read the same x: one bare norm, one matmul for q/k/v and the MLP's
+            # input, one for the MLP's output and the attention's projection (see NeoxLayer)
             qkv = make(
                 [_fold_norm(linears[0], ln1.weight, ln1.bias), _fold_norm(linears[2], ln2.weight, ln2.bias)]
             )
@@ -366,7 +368,7 @@ def _build_neox(
             layers.append(NeoxLayer(bare, bare, qkv, None, None, make([out]), mlp.act.forward, True))
             rotary_dim = int(att.rotary_ndims)
             continue
-        qkv, fc_in = make([att.query_key_value]), make([mlp.dense_h_to_4h])
+        qkv, dense, fc_in, fc_out = (make([lin]) for lin in linears)
         layers.append(
             NeoxLayer(ln1, ln2, qkv, dense, fc_in, fc_out, mlp.act.forward, bool(layer.use_parallel_residual))
         )
