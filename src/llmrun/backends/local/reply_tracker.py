@@ -366,9 +366,11 @@ def _object_cost(frame: tuple[Any, ...]) -> int:
         literal = props[q][0]
         if literal.startswith(key):
             best = min(best, len(literal) - len(key) + 1 + props[q][1].min_cost + node.object_tail(q, False))
-    if node.free_allowed(pos) and node.names.get(key + b'"') is None:
+    if node.free_allowed(pos):
         assert node.free is not None
         end = kpend + kesc if node.key_automaton is None else _key_end(node, key)
+        if end is not None and not kpend and not kesc and key + b'"' in node.names:
+            end = None if node.key_automaton is not None else 1  # a named key's name: one more character
         if end is not None:
             best = min(best, end + 2 + node.free.min_cost + node.object_tail(len(props) - 1, False))
     return best
