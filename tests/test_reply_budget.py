@@ -399,3 +399,16 @@ def test_a_free_key_that_starts_like_a_named_one_that_is_behind() -> None:
     tracker.feed(b"x")
     assert tracker.cost() == len('":0}')
     assert not tracker.lost
+
+
+def test_a_string_beside_an_enum_is_not_capped() -> None:
+    tokenizer = train_byte_level_bpe_tokenizer(512)
+    schema = {
+        "type": "object",
+        "properties": {"v": {"anyOf": [{"enum": ["x", "yy"]}, _STR]}},
+        "required": ["v"],
+    }
+    assert _accepts(
+        tokenizer, schema, 200, {"v": "a string far longer than any share a bounded value gets " * 3}
+    )
+    assert _accepts(tokenizer, schema, 200, {"v": "yy"})
