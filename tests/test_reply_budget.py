@@ -388,3 +388,27 @@ def test_replaced_tokens_are_what_both_decode_loops_write(
         spec.parse(completion.text)
         assert row.completion == completion
     assert all(c.replaced > 0 for c in made), "the budget, not the model, closed these replies"
+
+
+def test_a_free_key_that_starts_like_a_named_one_that_is_behind() -> None:
+    """After "b", a free key may start like "a" (written before): it costs one more character."""
+    schema = {"type": "object", "properties": {"a": _INT, "b": _INT}, "additionalProperties": _INT}
+    tracker = ReplyTracker(plan_reply(schema, 100).root)
+    tracker.feed(b'{"b":0,"a')
+    assert tracker.cost() == len('x":0}')
+    tracker.feed(b"x")
+    assert tracker.cost() == len('":0}')
+    assert not tracker.lost
+
+
+def test_a_string_beside_an_enum_is_not_capped() -> None:
+    tokenizer = train_byte_level_bpe_tokenizer(512)
+    schema = {
+        "type": "object",
+        "properties": {"v": {"anyOf": [{"enum": ["x", "yy"]}, _STR]}},
+        "required": ["v"],
+    }
+    assert _accepts(
+        tokenizer, schema, 200, {"v": "a string far longer than any share a bounded value gets " * 3}
+    )
+    assert _accepts(tokenizer, schema, 200, {"v": "yy"})

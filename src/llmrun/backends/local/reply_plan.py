@@ -116,7 +116,7 @@ class Node:
         self.min_cost = 0  # tokens of the smallest valid value
         self.min_text: bytes | None = None  # that value (None: not known, it counts at `width`)
         self.width = 0  # OPQ: the most tokens the value can take
-        self.share = 0  # OPQ: its share T (strings in it are capped at T tokens)
+        self.share: int | None = None  # OPQ: its share T (strings in it are capped at T tokens)
         self.first: frozenset[int] = frozenset()  # the bytes the value can start with
         self.min_len = 0  # STR: minLength
         self.prefix: tuple[Node, ...] = ()  # ARR
@@ -377,7 +377,7 @@ class _Planner:
                 else:
                     hi = mid - 1
         out = Node(OPQ)
-        out.width, out.share = width, share
+        out.width, out.share = width, (share if grows(base) else None)
         out.first = first_bytes(grammar)
         out.min_text = text if text is not None and len(text) <= width else None
         out.min_cost = width if out.min_text is None else len(out.min_text)

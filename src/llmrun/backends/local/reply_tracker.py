@@ -325,10 +325,11 @@ class ReplyTracker:
 
 def _cap_of(frame: tuple[Any, ...]) -> int | None:
     """A bounded value's share; for alternatives followed together, the smallest of theirs."""
-    if frame[0] == _MUL:
-        caps = [c for c in (_cap_of(stack[-1]) for stack in frame[2]) if c is not None]
-        return min(caps) if caps else None
-    return int(frame[1].share) if frame[0] == _OPQ else None
+    if frame[0] == _MUL:  # no cap while one alternative is not in a capped value: it may go on
+        caps = [_cap_of(stack[-1]) for stack in frame[2]]
+        return None if None in caps else min(c for c in caps if c is not None)
+    share = frame[1].share if frame[0] == _OPQ else None
+    return None if share is None else int(share)
 
 
 def _root_cost(frame: tuple[Any, ...]) -> int:
@@ -366,9 +367,11 @@ def _object_cost(frame: tuple[Any, ...]) -> int:
         literal = props[q][0]
         if literal.startswith(key):
             best = min(best, len(literal) - len(key) + 1 + props[q][1].min_cost + node.object_tail(q, False))
-    if node.free_allowed(pos) and node.names.get(key + b'"') is None:
+    if node.free_allowed(pos):
         assert node.free is not None
         end = kpend + kesc if node.key_automaton is None else _key_end(node, key)
+        if end is not None and not kpend and not kesc and key + b'"' in node.names:
+            end = None if node.key_automaton is not None else 1  # a named key's name: one more character
         if end is not None:
             best = min(best, end + 2 + node.free.min_cost + node.object_tail(len(props) - 1, False))
     return best
@@ -424,7 +427,9 @@ def _bounded_cost(frame: tuple[Any, ...]) -> int:
     _, node, written, tokens, follows, *_ = frame
     if follows:
         return int(max(len(node.min_text) - written, 0))
-    return int(max(node.width - tokens, 0))
+    if tokens > node.width:  # past its worst case (uncapped, beside an alternative that goes on): no way
+        return _INF
+    return int(node.width - tokens)
 
 
 def _pattern_cost(frame: tuple[Any, ...]) -> int:
