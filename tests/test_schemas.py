@@ -247,6 +247,16 @@ def test_format_patterns_only_match_valid_strings(fmt: str) -> None:
         assert re.fullmatch(pattern, value)
 
 
+def test_the_date_pattern_leaves_out_year_zero_which_jsonschema_rejects() -> None:
+    import re
+
+    for fmt in ("date", "date-time"):
+        pattern = FORMAT_PATTERNS[fmt]
+        assert not re.match(pattern, "0000-01-01")
+        assert re.match(pattern, "0001-01-01")
+        assert re.match(pattern, "2024-12-31")
+
+
 # --------------------------------------------------------------------------- refusals
 
 CHAIN = {

@@ -3,8 +3,8 @@ r"""String ``format`` s as regular expressions the grammar can enforce and the b
 xgrammar knows several formats natively but writes them with unbounded repeats, which
 cannot be sized to a token budget; these patterns say the same with repeats that
 :mod:`~llmrun.backends.local.schema_bounds` caps. Each pattern matches only strings that
-are valid for the format (sometimes a subset: ``date`` leaves out 29 February, ``duration``
-a few rare spellings), so output is never invalid. A format not listed here is an
+are valid for the format (sometimes a subset: ``date`` leaves out 29 February, and year 0,
+which no calendar has; ``duration`` a few rare spellings), so output is never invalid. A format not listed here is an
 annotation only (as JSON Schema says of unknown formats) and leaves the string free.
 """
 
@@ -12,8 +12,9 @@ from __future__ import annotations
 
 _OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _HEX4 = r"[0-9a-fA-F]{1,4}"
+_YEAR = r"(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])"  # 0001-9999: year 0 is no date
 _DATE = (
-    r"[0-9]{4}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
+    _YEAR + r"-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1[0-9]|2[0-8])"
     r"|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)"
 )
 _TIME = (
