@@ -250,11 +250,11 @@ def test_format_patterns_only_match_valid_strings(fmt: str) -> None:
 def test_the_date_pattern_leaves_out_year_zero_which_jsonschema_rejects() -> None:
     import re
 
-    for fmt in ("date", "date-time"):
+    for fmt, tail in (("date", ""), ("date-time", "T00:00:00Z")):
         pattern = FORMAT_PATTERNS[fmt]
-        assert not re.match(pattern, "0000-01-01")
-        assert re.match(pattern, "0001-01-01")
-        assert re.match(pattern, "2024-12-31")
+        assert not re.fullmatch(pattern, "0000-01-01" + tail)
+        assert re.fullmatch(pattern, "0001-01-01" + tail)
+        assert re.fullmatch(pattern, "2024-12-31" + tail)
 
 
 # --------------------------------------------------------------------------- refusals
