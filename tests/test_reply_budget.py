@@ -17,6 +17,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("xgrammar")
 pytest.importorskip("interegular")
 
+from constraint_walks import random_logits as _random  # noqa: E402
+from constraint_walks import walk as _walk  # noqa: E402
 from llmrun.backends.local import grammar  # noqa: E402
 from llmrun.backends.local.reply_patterns import pattern_automaton  # noqa: E402
 from llmrun.backends.local.reply_plan import MUL, OPQ, PAT, STR, UNI, plan_reply  # noqa: E402
@@ -135,38 +137,6 @@ def tokenizer(request: pytest.FixtureRequest) -> Any:
     if request.param == "byte-level-bpe":
         return train_byte_level_bpe_tokenizer(512)
     return train_sentencepiece_style_tokenizer(512)
-
-
-def _walk(
-    tokenizer: Any, schema: dict[str, Any], budget: int, rows: int, logits_for: Any
-) -> tuple[list[Any], Any]:
-    """Drive the constraint like the decode loop (tokens read after ``advance``, which may replace them)."""
-    width = padded_vocab_size(len(tokenizer))
-    constraint = grammar.json_constraint(tokenizer, schema, rows, width, max_new_tokens=budget)
-    stop = set(tokenizer.all_special_ids)
-    out: list[list[int]] = [[] for _ in range(rows)]
-    ended = [False] * rows
-    for step in range(budget):
-        logits = logits_for(step, rows, width)  # [B, V]
-        constraint.mask_logits(logits)
-        chosen = logits.argmax(dim=-1)  # [B]
-        running = [not (e or f) for e, f in zip(ended, constraint.finished(), strict=True)]
-        constraint.advance(chosen)
-        for row in range(rows):
-            if running[row]:
-                if int(chosen[row]) in stop:
-                    ended[row] = True
-                else:
-                    out[row].append(int(chosen[row]))
-        if all(e or f for e, f in zip(ended, constraint.finished(), strict=True)):
-            break
-    done = [e or f for e, f in zip(ended, constraint.finished(), strict=True)]
-    return [(tokenizer.decode(t), d, len(t)) for t, d in zip(out, done, strict=True)], constraint
-
-
-def _random(seed: int) -> Any:
-    gen = torch.Generator().manual_seed(seed)
-    return lambda step, rows, width: torch.randn(rows, width, generator=gen)
 
 
 @pytest.mark.parametrize("name", list(SCHEMAS))

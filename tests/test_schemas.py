@@ -19,6 +19,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("xgrammar")
 
 import llmrun  # noqa: E402
+from constraint_walks import random_walks as _walk  # noqa: E402
 from llmrun.backends.local import grammar  # noqa: E402
 from llmrun.backends.local.schema_bounds import bound_schema, worst_case_tokens  # noqa: E402
 from llmrun.backends.local.schema_formats import FORMAT_PATTERNS  # noqa: E402
@@ -152,34 +153,6 @@ def tokenizer(request: pytest.FixtureRequest) -> Any:
     if request.param == "byte-level-bpe":
         return train_byte_level_bpe_tokenizer(512)
     return train_sentencepiece_style_tokenizer(512)
-
-
-def _walk(
-    tokenizer: Any, schema: dict[str, Any], budget: int, rows: int, seed: int
-) -> list[tuple[str, bool]]:
-    """Seeded random walks of the constraint, one per row: (text, finished within the budget)."""
-    width = padded_vocab_size(len(tokenizer))
-    constraint = grammar.json_constraint(tokenizer, schema, rows, width, max_new_tokens=budget)
-    stop = set(tokenizer.all_special_ids)
-    gen = torch.Generator().manual_seed(seed)
-    out: list[list[int]] = [[] for _ in range(rows)]
-    ended = [False] * rows
-    for _ in range(budget):
-        logits = torch.randn(rows, width, generator=gen)  # [B, V]
-        constraint.mask_logits(logits)
-        chosen = logits.argmax(dim=-1)  # [B]
-        running = [not done for done in constraint.finished()]
-        constraint.advance(chosen)  # may replace a token (in place) to keep the reply closable
-        for row in range(rows):
-            if not ended[row] and running[row]:
-                if int(chosen[row]) in stop:
-                    ended[row] = True  # a stop token the grammar allows: the value is complete
-                else:
-                    out[row].append(int(chosen[row]))
-        if all(e or f for e, f in zip(ended, constraint.finished(), strict=True)):
-            break
-    done = [e or f for e, f in zip(ended, constraint.finished(), strict=True)]
-    return [(tokenizer.decode(t), d) for t, d in zip(out, done, strict=True)]
 
 
 @pytest.mark.parametrize("name", list(SCHEMAS))

@@ -16,14 +16,14 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("xgrammar")
 
-from llmrun.backends.local import grammar  # noqa: E402
+from constraint_walks import random_walks as _walk  # noqa: E402
 from llmrun.backends.local.schema_formats import FORMAT_PATTERNS  # noqa: E402
 from llmrun.backends.local.schema_keywords import INT64_MAX  # noqa: E402
 from llmrun.backends.local.schema_normalize import normalize_schema  # noqa: E402
 from llmrun.backends.local.schema_patterns import anchor_pattern  # noqa: E402
 from llmrun.errors import SchemaError, UnsupportedFeatureError  # noqa: E402
 from llmrun.runner import OutputSpec  # noqa: E402
-from llmrun.testing.checkpoints import padded_vocab_size, train_byte_level_bpe_tokenizer  # noqa: E402
+from llmrun.testing.checkpoints import train_byte_level_bpe_tokenizer  # noqa: E402
 
 _NUM = {"type": "number"}
 _SHAPES = ["circle", "rectangle", "triangle"]
@@ -179,32 +179,6 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "required": ["a", "b", "d"],
     },
 }
-
-
-def _walk(
-    tokenizer: Any, schema: dict[str, Any], budget: int, rows: int, seed: int
-) -> list[tuple[str, bool]]:
-    width = padded_vocab_size(len(tokenizer))
-    constraint = grammar.json_constraint(tokenizer, schema, rows, width, max_new_tokens=budget)
-    stop = set(tokenizer.all_special_ids)
-    gen = torch.Generator().manual_seed(seed)
-    out: list[list[int]] = [[] for _ in range(rows)]
-    ended = [False] * rows
-    for _ in range(budget):
-        logits = torch.randn(rows, width, generator=gen)  # [B, V]
-        constraint.mask_logits(logits)
-        chosen = logits.argmax(dim=-1)  # [B]
-        for row in range(rows):
-            if not ended[row] and not constraint.finished()[row]:
-                if int(chosen[row]) in stop:
-                    ended[row] = True
-                else:
-                    out[row].append(int(chosen[row]))
-        constraint.advance(chosen)
-        if all(e or f for e, f in zip(ended, constraint.finished(), strict=True)):
-            break
-    done = [e or f for e, f in zip(ended, constraint.finished(), strict=True)]
-    return [(tokenizer.decode(t), d) for t, d in zip(out, done, strict=True)]
 
 
 @pytest.fixture(scope="module")
