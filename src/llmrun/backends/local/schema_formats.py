@@ -4,8 +4,9 @@ xgrammar knows several formats natively but writes them with unbounded repeats, 
 cannot be sized to a token budget; these patterns say the same with repeats that
 :mod:`~llmrun.backends.local.schema_bounds` caps. Each pattern matches only strings that
 are valid for the format (sometimes a subset: ``date`` leaves out 29 February, and year 0,
-which no calendar has; ``duration`` a few rare spellings), so output is never invalid. A format not listed here is an
-annotation only (as JSON Schema says of unknown formats) and leaves the string free.
+which no calendar has; ``duration`` a few rare spellings), so output is never invalid. A
+format not listed here is an annotation only (as JSON Schema says of unknown formats) and
+leaves the string free.
 """
 
 from __future__ import annotations
