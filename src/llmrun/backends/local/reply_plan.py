@@ -54,6 +54,7 @@ from llmrun.backends.local.schema_bounds import (
     MAX_NUMBER_DIGITS,
     Bounder,
     Measure,
+    check_schema_and_budget,
     drop_optional,
 )
 from llmrun.backends.local.schema_normalize import normalize_schema
@@ -183,13 +184,7 @@ class ReplyPlan:
 
 def plan_reply(schema: Mapping[str, Any], max_new_tokens: int) -> ReplyPlan:
     """Plan ``schema``'s reply for ``max_new_tokens`` (see the module docstring)."""
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
-        raise InvalidInputError(
-            f"max_new_tokens={max_new_tokens!r} is invalid: it must be a positive integer"
-        )
-    if not isinstance(schema, Mapping):
-        raise InvalidInputError(f"the output schema must be a JSON Schema dict, got {type(schema).__name__}")
-    title = schema.get("title", "the output type")
+    title = check_schema_and_budget(schema, max_new_tokens)
     plain = normalize_schema(schema)
     if len(json.dumps(plain)) > MAX_SCHEMA_CHARS:  # deep unrolled $refs: keep the grammar compilable
         plain, _ = drop_optional(plain, lambda tree: len(json.dumps(tree)) <= MAX_SCHEMA_CHARS)

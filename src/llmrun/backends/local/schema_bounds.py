@@ -83,6 +83,7 @@ from typing import Any, TypeGuard
 from llmrun.backends.local.schema_normalize import normalize_schema
 from llmrun.backends.local.schema_patterns import bound_pattern, char_bytes, pattern_width
 from llmrun.backends.local.schema_patterns import where as _where
+from llmrun.checks import is_int_at_least
 from llmrun.errors import InvalidInputError, UnsupportedFeatureError
 
 #: Worst-case tokens per string character: one token per UTF-8 byte, up to 4 bytes.
@@ -119,6 +120,17 @@ class BoundedSchema:
     dropped: tuple[str, ...] = ()
 
 
+def check_schema_and_budget(schema: object, max_new_tokens: object) -> str:
+    """Refuse a budget that is not a positive integer or a schema that is not a dict; the schema's title."""
+    if not is_int_at_least(max_new_tokens, 1):
+        raise InvalidInputError(
+            f"max_new_tokens={max_new_tokens!r} is invalid: it must be a positive integer"
+        )
+    if not isinstance(schema, Mapping):
+        raise InvalidInputError(f"the output schema must be a JSON Schema dict, got {type(schema).__name__}")
+    return str(schema.get("title", "the output type"))
+
+
 def bound_schema(schema: Mapping[str, Any], max_new_tokens: int) -> BoundedSchema:
     """Size ``schema`` so that any output of the constrained decoder fits in ``max_new_tokens``.
 
@@ -126,13 +138,7 @@ def bound_schema(schema: Mapping[str, Any], max_new_tokens: int) -> BoundedSchem
     ``model_json_schema()`` or a raw one); it is normalized first
     (:func:`~llmrun.backends.local.schema_normalize.normalize_schema`) and not modified.
     """
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens <= 0:
-        raise InvalidInputError(
-            f"max_new_tokens={max_new_tokens!r} is invalid: it must be a positive integer"
-        )
-    if not isinstance(schema, Mapping):
-        raise InvalidInputError(f"the output schema must be a JSON Schema dict, got {type(schema).__name__}")
-    title = schema.get("title", "the output type")
+    title = check_schema_and_budget(schema, max_new_tokens)
     plain = normalize_schema(schema)
 
     def cost(share: int, tree: _Json) -> int:
