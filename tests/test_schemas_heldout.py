@@ -414,3 +414,18 @@ def test_an_if_written_as_a_ref_is_followed() -> None:
         ({"enum": [1]}, ["k", "x"]),
         ({"enum": [2]}, ["k"]),
     ]
+
+
+def test_anchors_inside_a_group_are_not_padded_past() -> None:
+    """`^(A$|B)` (Github o44713): the engine ignores the inner `$`, so `.*` padding let `A` + junk through."""
+    pattern = r"^([0-9x]+\.[0-9x]+\.*[0-9x]*$|\%VERSION\%)"
+    assert anchor_pattern(pattern) == r"^([0-9x]+\.[0-9x]+\.*[0-9x]*|\%VERSION\%)$"
+    assert anchor_pattern(r"(a$)") == "^(a)$"
+    assert anchor_pattern(r"[$^]x") == r"^.*[$^]x.*$"  # anchors in a class are characters
+    schema = {"type": "object", "properties": {"v": {"pattern": pattern}}, "required": ["v"]}
+    spec = OutputSpec.for_schema(schema, name="version")
+    tokenizer = train_byte_level_bpe_tokenizer(512)
+    for seed in range(4):
+        for text, done in _walk(tokenizer, spec.json_schema, 64, rows=4, seed=seed):
+            assert done
+            spec.parse(text)  # OutputValidationError naming `pattern` if the grammar let junk through

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from llmrun.errors import UnsupportedFeatureError
@@ -32,6 +32,10 @@ def anchor_pattern(pattern: str, max_length: int | None = None) -> str:
     pattern = json_text_pattern(_CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", pattern))
     if _top_level_alternation(pattern):
         return pattern  # the grammar matches one alternative whole: a subset of what the pattern allows
+    at, inner = _anchors(pattern)
+    if inner:  # `^(a$|b)`: the engine ignores anchors inside, so `.*` padding would pass `a` + anything.
+        # The pattern without anchors, matched whole: a subset in the usual forms (validation checks the rest)
+        return "^" + "".join(c for i, c in enumerate(pattern) if i not in at) + "$"
     starts = pattern.startswith("^")
     ends = pattern.endswith("$") and not pattern.endswith("\\$")
     body = pattern[1 if starts else 0 : len(pattern) - 1 if ends else None]
@@ -121,7 +125,8 @@ def _json_class(cls: str) -> str:
 _CONTROL = re.compile(r"(?<!\\)[\x00-\x1f]")
 
 
-def _top_level_alternation(pattern: str) -> bool:
+def _syntax(pattern: str) -> Iterator[tuple[int, str, int]]:
+    """(index, character, group depth) of each unescaped character outside a character class."""
     depth, i, in_class = 0, 0, False
     while i < len(pattern):
         c = pattern[i]
@@ -132,14 +137,24 @@ def _top_level_alternation(pattern: str) -> bool:
             in_class = c != "]"
         elif c == "[":
             in_class = True
-        elif c == "(":
-            depth += 1
-        elif c == ")":
-            depth -= 1
-        elif c == "|" and depth == 0:
-            return True
+        else:
+            depth += c == "("
+            depth -= c == ")"
+            yield i, c, depth
         i += 1
-    return False
+
+
+def _top_level_alternation(pattern: str) -> bool:
+    return any(c == "|" and depth == 0 for _, c, depth in _syntax(pattern))
+
+
+def _anchors(pattern: str) -> tuple[set[int], bool]:
+    """Where ``pattern``'s anchors are, and whether one is inside it (not a leading ``^``/trailing ``$``)."""
+    at = {i for i, c, _ in _syntax(pattern) if c in "^$"}
+    ends = {0} if pattern.startswith("^") else set()
+    if pattern.endswith("$") and len(pattern) - 1 in at:
+        ends.add(len(pattern) - 1)
+    return at, bool(at - ends)
 
 
 _UNBOUNDED_REPEAT = re.compile(r"\{(\d+),\}")
