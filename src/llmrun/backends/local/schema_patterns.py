@@ -39,7 +39,8 @@ def anchor_pattern(pattern: str, max_length: int | None = None) -> str:
     starts = pattern.startswith("^")
     ends = pattern.endswith("$") and not pattern.endswith("\\$")
     body = pattern[1 if starts else 0 : len(pattern) - 1 if ends else None]
-    anchored = "^" + ("" if starts else ".*") + body + ("" if ends else ".*") + "$"
+    padded = _least_edges(body, head=not starts, tail=not ends)
+    anchored = "^" + ("" if starts else ".*") + padded + ("" if ends else ".*") + "$"
     whole = "^" + body + "$"  # a subset: the body alone, no padding
     if max_length is None or whole == anchored:
         return anchored
@@ -53,6 +54,71 @@ def anchor_pattern(pattern: str, max_length: int | None = None) -> str:
     except UnsupportedFeatureError:
         pass
     return anchored
+
+
+_QUANTIFIER = re.compile(r"(?:\{(\d+)(?:,\d*)?\}|([*+?]))[?+]?")
+_ESCAPE = re.compile(r"\\(?:x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|[pP]\{[^}]*\}|.)", re.DOTALL)
+
+
+def _least_edges(body: str, *, head: bool, tail: bool) -> str:
+    """``body`` with a repeat at an end that ``.*`` pads taken at its least: the same strings match.
+
+    Matched anywhere, ``X{1,255}`` at an open end means no more than ``X``; the grammar engine
+    masks a padded wide repeat very slowly (0.7 s a token for a ``patternProperties`` key).
+    """
+    atoms = _atoms(body)
+    if atoms is None or not atoms:
+        return body
+    for index in ([0] if head else []) + ([len(atoms) - 1] if tail else []):
+        atom, quantifier = atoms[index]
+        found = _QUANTIFIER.fullmatch(quantifier)
+        if found:
+            least = int(found.group(1)) if found.group(1) else int(found.group(2) == "+")
+            atoms[index] = (atom if least else "", "" if least <= 1 else f"{{{least}}}")
+    return "".join(atom + quantifier for atom, quantifier in atoms)
+
+
+def _atoms(body: str) -> list[tuple[str, str]] | None:
+    """``body``'s top-level atoms with their quantifiers, or None where it is not a plain sequence."""
+    out: list[tuple[str, str]] = []
+    i = 0
+    while i < len(body):
+        end = _atom_end(body, i)
+        if end is None:
+            return None
+        found = _QUANTIFIER.match(body, end)
+        stop = found.end() if found else end
+        out.append((body[i:end], body[end:stop]))
+        i = stop
+    return out
+
+
+def _atom_end(body: str, i: int) -> int | None:
+    c = body[i]
+    if c == "\\":
+        found = _ESCAPE.match(body, i)
+        return found.end() if found else None
+    if c == "[":
+        j = i + 1 + (body[i + 1 : i + 2] == "^")
+        j += body[j : j + 1] == "]"  # a leading ] is a character
+        while j < len(body) and body[j] != "]":
+            j += 2 if body[j] == "\\" else 1
+        return j + 1 if j < len(body) else None
+    if c == "(":
+        depth, j = 0, i
+        while j < len(body):
+            if body[j] in "[\\":
+                nxt = _atom_end(body, j)
+                if nxt is None:
+                    return None
+                j = nxt
+                continue
+            depth += (body[j] == "(") - (body[j] == ")")
+            j += 1
+            if depth == 0:
+                return j
+        return None
+    return None if c in "|)*+?{^$" else i + 1
 
 
 _BACKSLASH, _QUOTE = "\\\\\\\\", '\\\\"'  # the regexes of a JSON-escaped backslash and quote
