@@ -226,6 +226,7 @@ def run(
             text = tokenizer.decode(tokens)
             if not closed:
                 tally["unclosed"] += 1
+                why[path.name] = f"unclosed after {len(tokens)} tokens: {text[-200:]!r}"
             else:
                 try:
                     spec.parse(text)
