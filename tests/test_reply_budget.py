@@ -22,7 +22,8 @@ from constraint_walks import walk as _walk  # noqa: E402
 from llmrun.backends.local import grammar  # noqa: E402
 from llmrun.backends.local.reply_patterns import pattern_automaton  # noqa: E402
 from llmrun.backends.local.reply_plan import MUL, OPQ, PAT, STR, UNI, plan_reply  # noqa: E402
-from llmrun.backends.local.reply_tracker import ReplyTracker  # noqa: E402
+from llmrun.backends.local.reply_tracker import LOST, ReplyTracker  # noqa: E402
+from llmrun.backends.local.schema_patterns import json_text_pattern  # noqa: E402
 from llmrun.errors import InvalidInputError  # noqa: E402
 from llmrun.runner import OutputSpec  # noqa: E402
 from llmrun.testing.checkpoints import (  # noqa: E402
@@ -382,3 +383,26 @@ def test_a_string_beside_an_enum_is_not_capped() -> None:
         tokenizer, schema, 200, {"v": "a string far longer than any share a bounded value gets " * 3}
     )
     assert _accepts(tokenizer, schema, 200, {"v": "yy"})
+
+
+def test_a_reply_the_tracker_cannot_follow_costs_more_than_any_budget() -> None:
+    """Bytes the pattern automaton cannot follow (U+FEFF, which xgrammar's \\s took) are never "free"."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "p": {"type": "string", "pattern": "^(?:\\s*[A-Za-z0-9+/]){4}$"},
+            "u": {"type": "string"},
+        },
+        "required": ["p", "u"],
+    }
+    tracker = ReplyTracker(plan_reply(OutputSpec.for_schema(schema).json_schema, 256).root)
+    tracker.feed(b'{"p":" ')
+    assert 0 < tracker.cost() < 64
+    tracker.feed("\ufeff".encode())
+    assert tracker.lost
+    assert tracker.cost() == LOST
+
+
+def test_backslash_s_is_a_space_for_the_grammar_but_a_negated_class_keeps_it() -> None:
+    assert json_text_pattern("^\\s*x[\\s,]$") == "^ *x[ ,]$"
+    assert json_text_pattern("[^\\s]") == "[^\\s]"

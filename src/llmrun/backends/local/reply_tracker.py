@@ -16,9 +16,11 @@ left`` after every token: a token that breaks it is replaced by the model's best
 allowed token that keeps it, else by one byte that does. Such a byte always exists:
 the first byte of the closing route lowers the cost by one. The tracker only reads
 the bytes; xgrammar's grammar decides what is allowed, and the two agree on the
-schema's structure (the tracker is built from the same normalized schema). Should
-they ever disagree, the tracker marks itself :attr:`~ReplyTracker.lost` and stops
-constraining (the reply is still validated).
+schema's structure (the tracker is built from the same normalized schema). Where they
+disagree (xgrammar's ``\\s`` takes U+FEFF, the pattern automaton's does not), a token
+would leave the tracker :attr:`~ReplyTracker.lost`; its cost is then :data:`LOST`, so the
+constraint does not take it and picks one the tracker can follow (the closing's next byte
+always is one): the reply stays within the budget.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from typing import Any
 
 from llmrun.backends.local.reply_patterns import ESCAPES
 from llmrun.backends.local.reply_plan import ARR, MUL, OBJ, PAT, STR, UNI, Node
+
+#: The cost of a reply the tracker cannot follow: more than any budget, so no token leads there.
+LOST = 1 << 40
 
 __all__ = ["ReplyTracker"]
 
@@ -62,7 +67,7 @@ class ReplyTracker:
 
     def __init__(self, root: Node) -> None:
         self.stack: list[tuple[Any, ...]] = [(_ROOT, root, _R_PENDING)]
-        self.lost = False  # the bytes left the schema the tracker knows: no cost is claimed
+        self.lost = False  # the bytes left the schema the tracker knows (cost() is then LOST)
         self.step = 0  # tokens fed
 
     def snapshot(self) -> tuple[list[tuple[Any, ...]], bool, int]:
@@ -91,9 +96,9 @@ class ReplyTracker:
             self._byte(b)
 
     def cost(self) -> int:
-        """Tokens of the shortest valid closing from here (0 once the value is complete, or when lost)."""
+        """Tokens of the shortest valid closing from here: 0 once the value is complete, :data:`LOST` if lost."""
         if self.lost:
-            return 0
+            return LOST
         total = 0
         for frame in self.stack:
             total += _FRAME_COST[frame[0]](frame)

@@ -144,9 +144,14 @@ def json_text_pattern(pattern: str) -> str:
             continue
         item = _CLASS_ITEM.match(pattern, i)
         token = item.group() if item else c
-        out.append(_escaped(token) or token)
+        out.append(_escaped(token) or _SPACE.get(token, token))
         i += len(token)
     return "".join(out)
+
+
+#: ``\s`` as a space: xgrammar's ``\s`` also takes U+FEFF, which Python's (the validator's) does
+#: not, nor the reply tracker's automaton (a tightening; a negated class keeps its ``\s``).
+_SPACE = {"\\s": " "}
 
 
 def _escaped(token: str) -> str | None:
@@ -173,7 +178,7 @@ def _json_class(cls: str) -> str:
     """A class with a literal backslash or quote as an alternation of the rest and their escapes."""
     if cls.startswith("[^") or not cls.endswith("]"):
         return cls
-    items = _CLASS_ITEM.findall(cls[1:-1])
+    items = [_SPACE.get(token, token) for token in _CLASS_ITEM.findall(cls[1:-1])]
     kept, escapes = [], []
     for k, token in enumerate(items):
         escape = _escaped(token)
@@ -184,7 +189,7 @@ def _json_class(cls: str) -> str:
         elif escape not in escapes:
             escapes.append(escape)
     if not escapes:
-        return cls
+        return f"[{''.join(kept)}]"
     return "(?:" + "|".join(([f"[{''.join(kept)}]"] if kept else []) + escapes) + ")"
 
 
