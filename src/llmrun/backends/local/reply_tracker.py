@@ -96,7 +96,7 @@ class ReplyTracker:
             self._byte(b)
 
     def cost(self) -> int:
-        """Tokens of the shortest valid closing from here: 0 once the value is complete, :data:`LOST` if lost."""
+        """Tokens of the shortest valid closing from here (0 when complete, :data:`LOST` when lost)."""
         if self.lost:
             return LOST
         total = 0
