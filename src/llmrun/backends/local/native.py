@@ -315,15 +315,7 @@ class NativeSession:
         qkv[..., :2, : self.rot] = rotate(qkv[..., :2, : self.rot], cos[..., None, :], sin[..., None, :])
         q, k, v = (qkv[..., j, :].transpose(1, 2) for j in range(3))  # [B, NH, S, D] each
         attended = self._attend_prefill(i, q, k, v, bias)
-        if fused is not None:  # int8's parallel block: fc_out also computes dense (see NeoxLayer)
-            return layer.fc_out(torch.cat([layer.act(fused), attended], dim=-1)) + x
-        assert layer.fc_in is not None
-        assert layer.dense is not None
-        attn = layer.dense(attended)
-        if layer.parallel:
-            return layer.fc_out(layer.act(layer.fc_in(layer.ln2(x)))) + attn + x
-        a = attn + x
-        return layer.fc_out(layer.act(layer.fc_in(layer.ln2(a)))) + a
+        return _neox_rest(layer, x, attended, fused)
 
     def _llama_prefill(
         self,
@@ -453,6 +445,13 @@ def _neox_step(
     qk.copy_(rotate(qk, cos, sin))  # cos, sin: [B, 1, 1, R]
     q, k, v = qkv.unbind(2)  # [B, NH, D] each
     attended = _attend_step(spec, q, k, v, mask, t, k_cache, v_cache)
+    return _neox_rest(layer, x, attended, fused)
+
+
+def _neox_rest(
+    layer: NeoxLayer, x: torch.Tensor, attended: torch.Tensor, fused: torch.Tensor | None
+) -> torch.Tensor:
+    """A GPT-NeoX layer after attention, prefill and step alike: projection, MLP and residuals."""
     if fused is not None:  # int8's parallel block: fc_out also computes dense (see NeoxLayer)
         return layer.fc_out(torch.cat([layer.act(fused), attended], dim=-1)) + x
     assert layer.fc_in is not None
