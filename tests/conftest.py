@@ -78,3 +78,13 @@ def llmrun_serve(tiny_checkpoint_dirs: dict[str, Any]) -> Iterator[ServeTarget]:
         yield target._replace(base_url=server.url + "/v1")
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module", params=["byte-level-bpe", "sentencepiece-style"])
+def tokenizer(request: pytest.FixtureRequest) -> Any:
+    """A tiny trained tokenizer of each kind the grammar tests cover (byte-level BPE, SentencePiece-like)."""
+    from llmrun.testing.checkpoints import train_byte_level_bpe_tokenizer, train_sentencepiece_style_tokenizer
+
+    if request.param == "byte-level-bpe":
+        return train_byte_level_bpe_tokenizer(512)
+    return train_sentencepiece_style_tokenizer(512)

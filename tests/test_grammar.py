@@ -26,8 +26,6 @@ from llmrun.backends.local.schema_bounds import (  # noqa: E402
 from llmrun.errors import GenerationError, InvalidInputError, SchemaError  # noqa: E402
 from llmrun.testing.checkpoints import (  # noqa: E402
     padded_vocab_size,
-    train_byte_level_bpe_tokenizer,
-    train_sentencepiece_style_tokenizer,
 )
 
 # --------------------------------------------------------------------------- output types
@@ -286,13 +284,6 @@ def test_a_recursive_type_that_cannot_end_is_refused_naming_the_ref() -> None:
 
 
 # --------------------------------------------------------------------------- tokenizers and cache
-
-
-@pytest.fixture(scope="module", params=["byte-level-bpe", "sentencepiece-style"])
-def tokenizer(request: pytest.FixtureRequest) -> Any:
-    if request.param == "byte-level-bpe":
-        return train_byte_level_bpe_tokenizer(512)
-    return train_sentencepiece_style_tokenizer(512)
 
 
 def _width(tok: Any) -> int:

@@ -34,7 +34,6 @@ from llmrun.runner import OutputSpec, RunResult  # noqa: E402
 from llmrun.testing.checkpoints import (  # noqa: E402
     padded_vocab_size,
     train_byte_level_bpe_tokenizer,
-    train_sentencepiece_style_tokenizer,
 )
 
 _INT = {"type": "integer"}
@@ -146,13 +145,6 @@ SCHEMAS: dict[str, dict[str, Any]] = {
     },
     "free-root": {},
 }
-
-
-@pytest.fixture(scope="module", params=["byte-level-bpe", "sentencepiece-style"])
-def tokenizer(request: pytest.FixtureRequest) -> Any:
-    if request.param == "byte-level-bpe":
-        return train_byte_level_bpe_tokenizer(512)
-    return train_sentencepiece_style_tokenizer(512)
 
 
 @pytest.mark.parametrize("name", list(SCHEMAS))
