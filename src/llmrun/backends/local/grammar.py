@@ -379,6 +379,11 @@ class JsonSchemaConstraint:
         left = self.max_new_tokens - self._taken[row] - 1  # tokens left once this one is taken
         if token in self._tables.stop_ids:
             return token
+        before = tracker.snapshot()
+        tracker.feed(data[token])
+        if tracker.cost() <= left:
+            return token
+        tracker.restore(before)
         bits = self._bitmask[row].numpy()
 
         def allowed(t: int) -> bool:
@@ -386,11 +391,6 @@ class JsonSchemaConstraint:
 
         if not allowed(token):
             return token  # a token the grammar refuses is the caller's error, reported by advance()
-        before = tracker.snapshot()
-        tracker.feed(data[token])
-        if tracker.cost() <= left:
-            return token
-        tracker.restore(before)
 
         for t in sorted(self._tables.stop_ids):
             if allowed(t):
